@@ -1,0 +1,9 @@
+"""Django's request lifecycle for threads and thread pools."""
+
+from django_thread.executor import ThreadPoolExecutor
+from django_thread.lifecycle import unit_of_work
+from django_thread.thread import Thread, Timer
+
+__version__ = "0.1.0"
+
+__all__ = ["Thread", "ThreadPoolExecutor", "Timer", "unit_of_work"]

@@ -1,0 +1,49 @@
+"""System checks: bad django_thread settings fail at startup, not in a worker."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.core.checks import Error
+
+PREFIX = "DJANGO_THREAD_"
+
+#: Every boolean setting, with the id of the check that guards it.
+BOOLEAN_SETTINGS = {
+    "DJANGO_THREAD_SEND_SIGNALS": "django_thread.E001",
+    "DJANGO_THREAD_CLOSE_ON_ERROR": "django_thread.E002",
+    "DJANGO_THREAD_COPY_CONTEXT": "django_thread.E003",
+    "DJANGO_THREAD_CANCEL_AT_EXIT": "django_thread.E004",
+}
+UNKNOWN_SETTING = "django_thread.E005"
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    from django_thread.conf import settings
+
+    errors = []
+    for name, check_id in BOOLEAN_SETTINGS.items():
+        value = getattr(settings, name)
+        if not isinstance(value, bool):
+            errors.append(
+                Error(
+                    f"{name} must be a bool, not {type(value).__name__} ({value!r}).",
+                    hint=f"Set {name} = True or {name} = False.",
+                    id=check_id,
+                )
+            )
+    for name in dir(settings):
+        if name.startswith(PREFIX) and name not in BOOLEAN_SETTINGS:
+            close = difflib.get_close_matches(name, BOOLEAN_SETTINGS, n=1)
+            hint = f"Did you mean {close[0]}?" if close else (
+                "Known settings: " + ", ".join(sorted(BOOLEAN_SETTINGS)) + "."
+            )
+            errors.append(
+                Error(
+                    f"Unknown setting {name}: django_thread would ignore it.",
+                    hint=hint,
+                    id=UNKNOWN_SETTING,
+                )
+            )
+    return errors

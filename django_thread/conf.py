@@ -1,0 +1,36 @@
+"""django_thread's settings, with their defaults (prefix ``DJANGO_THREAD_``).
+
+Imported from ``AppConfig.ready()``: appconf reads ``django.conf.settings``
+when this class is created, so importing it earlier would force settings to
+be configured at import time. Values are validated by system checks
+(:mod:`django_thread.checks`), not here, because ``override_settings`` never
+re-runs appconf's ``configure_*`` methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appconf import AppConf
+from django.conf import settings
+
+__all__ = ["settings", "DjangoThreadConf"]
+
+
+class DjangoThreadConf(AppConf):  # type: ignore[misc]
+    #: Send ``request_started``/``request_finished`` around each unit. When
+    #: False, run Django's own cleanup directly (for projects whose signal
+    #: receivers assume an HTTP request).
+    SEND_SIGNALS: Any = True
+    #: Close a unit's connections when it raised, whatever ``CONN_MAX_AGE``
+    #: says: a connection may be mid-protocol after an interrupted query.
+    CLOSE_ON_ERROR: Any = True
+    #: Run each unit in a copy of the submitter's ``contextvars`` context,
+    #: as ``asyncio.to_thread`` does. When False, units share the worker's.
+    COPY_CONTEXT: Any = True
+    #: At interpreter exit, cancel work still queued in live executors
+    #: instead of running it.
+    CANCEL_AT_EXIT: Any = False
+
+    class Meta:
+        prefix = "django_thread"

@@ -1,0 +1,228 @@
+"""The unit of work: Django's request lifecycle, run around code that is not a request.
+
+Inside a web request Django sends ``request_started`` before the view and
+``request_finished`` after the response, and its own receivers do the
+connection housekeeping: ``close_old_connections`` drops connections that
+outlived ``CONN_MAX_AGE`` or broke, re-arms ``CONN_HEALTH_CHECKS``,
+``reset_queries`` empties the debug query log, ``close_caches`` lets cache
+clients release sockets. A thread that is not a request gets none of this,
+so its connections live forever and die on the server's schedule instead of
+Django's.
+
+:class:`unit_of_work` sends the same signals, in the current thread, around
+one unit of work. It also repairs what Django's handlers cannot: a unit that
+leaves an ``atomic()`` block open (Django would close the socket but keep the
+wrapper in a transaction state, so every later query on that thread fails
+with "the connection is closed"), and a unit that raised mid-query.
+
+This module is the only one in the package that touches ``connections``,
+transactions or the request signals: the thread, executor and tasks modules
+only *use* it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ContextDecorator
+from types import TracebackType
+from typing import Any
+
+from django.apps import apps
+from django.core.cache import close_caches
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connections, reset_queries
+from django.db.transaction import TransactionManagementError
+
+logger = logging.getLogger("django_thread")
+
+_scope = threading.local()
+
+
+def ensure_app_installed() -> None:
+    """Fail in the caller, with the fix, rather than deep in a worker.
+
+    The settings defaults and system checks live in the app, so using the
+    classes without it would silently run on missing settings.
+    """
+    if not apps.is_installed("django_thread"):
+        raise ImproperlyConfigured(
+            "django_thread is not in INSTALLED_APPS. Add 'django_thread' to "
+            "INSTALLED_APPS to use django_thread's threads and executors."
+        )
+
+
+def _initialized_connections() -> list[Any]:
+    """Connections this thread has created; never opens a new one."""
+    return connections.all(initialized_only=True)
+
+
+def _in_transaction(connection: Any) -> bool:
+    if connection.connection is None:
+        return connection.in_atomic_block
+    return (
+        connection.in_atomic_block
+        or connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
+    )
+
+
+def discard_connection(connection: Any) -> None:
+    """Roll back and throw away a connection whose transaction was leaked.
+
+    ``BaseDatabaseWrapper.close()`` inside an atomic block closes the socket
+    but leaves the wrapper "in a transaction" forever; ``rollback()`` refuses
+    to run inside one. So roll back on the driver connection, close it (a
+    pooled connection goes back to the pool), and drop the wrapper from this
+    thread's handler so the next query builds a fresh one.
+    """
+    raw = connection.connection
+    if raw is not None:
+        try:
+            raw.rollback()
+        except Exception:
+            logger.debug("Rollback of leaked transaction failed", exc_info=True)
+    try:
+        connection.close()
+    except Exception:
+        logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
+    del connections[connection.alias]
+
+
+def discard_leaked_transactions() -> list[str]:
+    """Roll back every transaction a unit left open; return the aliases."""
+    leaked = []
+    for connection in _initialized_connections():
+        try:
+            is_leaked = _in_transaction(connection)
+        except Exception:
+            # The state cannot even be read: the connection is beyond use.
+            is_leaked = True
+        if is_leaked:
+            leaked.append(connection.alias)
+            discard_connection(connection)
+    return leaked
+
+
+def close_thread_connections() -> None:
+    """Close every connection this thread opened, for threads that are ending.
+
+    Without this, a finished thread's connections stay open until the garbage
+    collector happens to break the wrapper's reference cycles.
+    """
+    discard_leaked_transactions()
+    for connection in _initialized_connections():
+        try:
+            connection.close()
+        except Exception:
+            logger.warning(
+                "Closing connection %r failed", connection.alias, exc_info=True
+            )
+
+
+def _in_caller_atomic_block() -> list[str]:
+    return [c.alias for c in _initialized_connections() if c.in_atomic_block]
+
+
+def _send(signal: Any, sender: Any) -> None:
+    """Send robustly: one failing receiver must not stop cleanup or the job."""
+    for receiver, response in signal.send_robust(sender=sender):
+        if isinstance(response, Exception):
+            logger.error(
+                "Receiver %r of %s raised; the unit of work goes on",
+                receiver,
+                "request_started" if signal is request_started else "request_finished",
+                exc_info=response,
+            )
+
+
+def _run_direct_cleanup(action: Any) -> None:
+    try:
+        action()
+    except Exception:
+        logger.error("Connection cleanup %r raised", action, exc_info=True)
+
+
+def start_unit(sender: Any) -> None:
+    """What Django does when a request arrives, in this thread."""
+    from django_thread.conf import settings
+
+    if settings.DJANGO_THREAD_SEND_SIGNALS:
+        _send(request_started, sender)
+    else:
+        _run_direct_cleanup(reset_queries)
+        _run_direct_cleanup(close_old_connections)
+
+
+def finish_unit(sender: Any, failed: bool) -> None:
+    """What Django does when a response is done, plus what it cannot repair."""
+    from django_thread.conf import settings
+
+    leaked = discard_leaked_transactions()
+    if leaked:
+        logger.warning(
+            "A unit of work sent by %r left a transaction open on %s; "
+            "it was rolled back and the connection discarded",
+            sender,
+            ", ".join(repr(alias) for alias in leaked),
+        )
+    if settings.DJANGO_THREAD_SEND_SIGNALS:
+        _send(request_finished, sender)
+    else:
+        _run_direct_cleanup(close_old_connections)
+        _run_direct_cleanup(close_caches)
+    if failed and settings.DJANGO_THREAD_CLOSE_ON_ERROR:
+        # A connection may be mid-protocol after an interrupted query.
+        for connection in _initialized_connections():
+            try:
+                connection.close()
+            except Exception:
+                logger.debug("Closing %r failed", connection.alias, exc_info=True)
+
+
+class unit_of_work(ContextDecorator):
+    """Run a block as one unit of work: Django's request lifecycle around it.
+
+    Use it where django_thread does not create the thread: the loop body of
+    a long-running :class:`~django_thread.Thread` (one unit per iteration),
+    a function run by asyncio's default executor, a third-party pool::
+
+        while not stopping.is_set():
+            with unit_of_work():
+                process_next_batch()
+
+    or as a decorator, ``@unit_of_work()``. A unit nested in another unit on
+    the same thread is part of the outer one and does nothing of its own.
+    Entering a unit while this thread is inside ``transaction.atomic()``
+    raises ``TransactionManagementError``: the cleanup would otherwise close
+    or roll back the caller's transaction.
+    """
+
+    def __init__(self, sender: Any = None) -> None:
+        self.sender = sender if sender is not None else unit_of_work
+
+    def __enter__(self) -> unit_of_work:
+        depth = getattr(_scope, "depth", 0)
+        if depth == 0:
+            ensure_app_installed()
+            in_atomic = _in_caller_atomic_block()
+            if in_atomic:
+                raise TransactionManagementError(
+                    "unit_of_work() cannot start inside transaction.atomic() "
+                    f"(open on {', '.join(map(repr, in_atomic))}): its cleanup "
+                    "would close the enclosing transaction. Start the unit "
+                    "outside the atomic block."
+                )
+            start_unit(self.sender)
+        _scope.depth = depth + 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _scope.depth -= 1
+        if _scope.depth == 0:
+            finish_unit(self.sender, failed=exc_type is not None)

@@ -1,0 +1,88 @@
+"""``threading.Thread`` and ``threading.Timer`` whose whole run is one unit of work.
+
+The lifecycle has to run *in the new thread* (connections are per thread)
+and around whatever ``run()`` a subclass defines. ``threading`` offers no
+public hook between ``start()`` and ``run()`` except ``run`` itself, which
+subclasses override; so :meth:`Thread.start` puts a wrapper in the instance's
+``run`` attribute, which ``threading`` looks up on the instance when the new
+thread begins, and removes it again when the thread ends. Nothing else about
+``threading.Thread`` changes: constructor, ``join``, ``daemon``, exceptions
+reaching ``threading.excepthook``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import Any, Callable
+
+from django_thread.lifecycle import (
+    close_thread_connections,
+    ensure_app_installed,
+    unit_of_work,
+)
+
+
+def _snapshot_context() -> contextvars.Context | None:
+    from django_thread.conf import settings
+
+    if settings.DJANGO_THREAD_COPY_CONTEXT:
+        return contextvars.copy_context()
+    return None
+
+
+def run_thread_body(
+    sender: Any, run: Callable[[], object], context: contextvars.Context | None
+) -> None:
+    """One unit around ``run``, then close everything the thread opened."""
+    try:
+        with unit_of_work(sender):
+            if context is None:
+                run()
+            else:
+                context.run(run)
+    finally:
+        # The thread is ending: no later unit can reuse its connections.
+        close_thread_connections()
+
+
+class Thread(threading.Thread):
+    """A drop-in ``threading.Thread`` that runs Django's request lifecycle.
+
+    ``request_started`` is sent in the new thread before ``run()``,
+    ``request_finished`` after it, and when the thread ends every connection
+    it opened is closed. ``start()`` never touches the caller's connections,
+    so it is safe inside the caller's ``transaction.atomic()``. ``run()``
+    executes in a copy of the context that was current at ``start()``
+    (``DJANGO_THREAD_COPY_CONTEXT``).
+    """
+
+    def start(self) -> None:
+        ensure_app_installed()
+        context = _snapshot_context()
+        had_own_run = "run" in vars(self)
+        run = self.run
+
+        def restore_run() -> None:
+            if had_own_run:
+                self.run = run  # type: ignore[method-assign]
+            else:
+                vars(self).pop("run", None)
+
+        def run_as_unit() -> None:
+            try:
+                run_thread_body(type(self), run, context)
+            finally:
+                restore_run()
+
+        self.run = run_as_unit  # type: ignore[method-assign]
+        try:
+            super().start()
+        except BaseException:
+            # Not started (started twice, or no thread available): undo.
+            restore_run()
+            raise
+
+
+class Timer(Thread, threading.Timer):
+    """A drop-in ``threading.Timer``; the wait and the call are one unit."""

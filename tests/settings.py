@@ -1,0 +1,38 @@
+"""Test settings: testproject on three real databases at once.
+
+``default`` is SQLite (a file, so that threads share it), ``postgres`` is the
+server named by ``DJANGO_THREAD_TEST_POSTGRES`` or, when that is unset, an
+embedded PostgreSQL that ``tests/conftest.py`` starts, and ``mariadb`` is
+``DJANGO_THREAD_TEST_MARIADB`` (default: the local server). Several aliases
+also prove that cleanup covers every database a unit touched.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+from testproject.databases import database_from_url
+from testproject.settings import *  # noqa: F403
+
+_sqlite_dir = Path(tempfile.gettempdir()) / f"django_thread_tests_{os.getpid()}"
+_sqlite_dir.mkdir(exist_ok=True)
+
+#: None means "start an embedded server" (see conftest).
+POSTGRES_URL = os.environ.get("DJANGO_THREAD_TEST_POSTGRES") or None
+MARIADB_URL = os.environ.get(
+    "DJANGO_THREAD_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test"
+)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(_sqlite_dir / "default.sqlite3"),
+        "OPTIONS": {"timeout": 20},
+        "TEST": {"NAME": str(_sqlite_dir / "test_default.sqlite3")},
+    },
+    "postgres": database_from_url(
+        POSTGRES_URL or "postgresql://postgres@/postgres?host=/nonexistent",
+        OPTIONS={"application_name": "django_thread_tests"},
+    ),
+    "mariadb": database_from_url(MARIADB_URL, OPTIONS={"charset": "utf8mb4"}),
+}
