@@ -19,7 +19,8 @@ from typing import Any, Callable
 from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
-    unit_of_work,
+    finish_unit,
+    start_unit,
 )
 
 
@@ -31,16 +32,31 @@ def _snapshot_context() -> contextvars.Context | None:
     return None
 
 
+def _run_in_lifecycle(sender: Any, run: Callable[[], object]) -> None:
+    failed = True
+    try:
+        start_unit(sender)
+        run()
+        failed = False
+    finally:
+        finish_unit(sender, failed=failed)
+
+
 def run_thread_body(
     sender: Any, run: Callable[[], object], context: contextvars.Context | None
 ) -> None:
-    """One unit around ``run``, then close everything the thread opened."""
+    """The lifecycle around ``run``, then close everything the thread opened.
+
+    The signals are sent inside the copied context too, so that receivers
+    such as ``close_caches`` see what ``run()`` set up. This scope does not
+    count as a :class:`~django_thread.unit_of_work` for nesting, so a
+    long-running ``run()`` can make each loop iteration a unit of its own.
+    """
     try:
-        with unit_of_work(sender):
-            if context is None:
-                run()
-            else:
-                context.run(run)
+        if context is None:
+            _run_in_lifecycle(sender, run)
+        else:
+            context.run(_run_in_lifecycle, sender, run)
     finally:
         # The thread is ending: no later unit can reuse its connections.
         close_thread_connections()

@@ -1,0 +1,263 @@
+"""The request lifecycle around each unit of work, on real databases."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+
+import pytest
+from django.core.signals import request_finished, request_started
+from django.db import connections
+from django.test import override_settings
+
+from django_thread import Thread, ThreadPoolExecutor, unit_of_work
+from tests.conftest import database_settings, server_connection_count, wait_for
+from testproject.jobs.models import Record
+
+
+@contextlib.contextmanager
+def connected(signal, receiver):
+    signal.connect(receiver, weak=False)
+    try:
+        yield
+    finally:
+        signal.disconnect(receiver)
+
+
+def backend_id(alias):
+    """The server's id for this thread's connection (a file handle for SQLite)."""
+    connection = connections[alias]
+    connection.ensure_connection()
+    if connection.vendor == "sqlite":
+        return id(connection.connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT CONNECTION_ID()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_signals_fire_in_the_worker_with_the_class_as_sender():
+    events = []
+
+    def record(signal_name):
+        return lambda sender, **kwargs: events.append((signal_name, sender, threading.get_ident()))
+
+    with connected(request_started, record("started")), connected(request_finished, record("finished")):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            worker = executor.submit(threading.get_ident).result()
+        thread = Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+
+    assert events[0] == ("started", ThreadPoolExecutor, worker)
+    assert events[1] == ("finished", ThreadPoolExecutor, worker)
+    assert [e[:2] for e in events[2:]] == [("started", Thread), ("finished", Thread)]
+    assert events[2][2] == events[3][2] != threading.get_ident()
+
+
+def test_failing_receiver_is_logged_and_stops_nothing(alias, caplog, opened_connections):
+    later_receiver_ran = []
+
+    def broken(**kwargs):
+        raise RuntimeError("receiver bug")
+
+    with database_settings(alias, CONN_MAX_AGE=0):
+        with connected(request_finished, broken), connected(
+            request_finished, lambda **kw: later_receiver_ran.append(True)
+        ):
+            with caplog.at_level(logging.ERROR, logger="django_thread"):
+                with ThreadPoolExecutor(max_workers=1) as executor:
+                    result = executor.submit(lambda: Record.objects.using(alias).count()).result()
+    assert result == 0
+    assert later_receiver_ran == [True]
+    assert "receiver bug" in caplog.text or any(r.exc_info for r in caplog.records)
+    assert any(r.name == "django_thread" for r in caplog.records)
+    assert opened_connections.opened(alias) == 1
+    assert opened_connections.still_open() == 0
+
+
+def test_conn_max_age_zero_closes_after_every_unit(alias, opened_connections):
+    with database_settings(alias, CONN_MAX_AGE=0):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            for _ in range(3):
+                executor.submit(lambda: Record.objects.using(alias).exists()).result()
+                # The future completes only after the unit's cleanup ran.
+                assert opened_connections.still_open(alias) == 0
+    assert opened_connections.opened(alias) == 3
+
+
+@pytest.mark.parametrize("max_age", [600, None], ids=["600", "None"])
+def test_persistent_connection_is_reused_per_worker(alias, max_age, opened_connections):
+    with database_settings(alias, CONN_MAX_AGE=max_age):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            ids = {executor.submit(backend_id, alias).result() for _ in range(5)}
+            assert opened_connections.still_open(alias) == 1
+    assert len(ids) == 1
+    assert opened_connections.opened(alias) == 1
+    assert opened_connections.still_open() == 0  # closed when the worker exited
+
+
+def test_every_alias_a_unit_touched_is_cleaned(server_alias, opened_connections):
+    with database_settings(server_alias, CONN_MAX_AGE=0), database_settings("default", CONN_MAX_AGE=0):
+
+        def touch_two_databases():
+            Record.objects.using("default").exists()
+            Record.objects.using(server_alias).exists()
+
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            executor.submit(touch_two_databases).result()
+            assert opened_connections.opened() == 2
+            assert opened_connections.still_open() == 0
+
+
+@override_settings(DJANGO_THREAD_SEND_SIGNALS=False)
+def test_without_signals_django_cleanup_still_runs(alias, opened_connections):
+    sent = []
+    with connected(request_started, lambda **kw: sent.append("started")), connected(
+        request_finished, lambda **kw: sent.append("finished")
+    ):
+        with database_settings(alias, CONN_MAX_AGE=0):
+            with ThreadPoolExecutor(max_workers=1) as executor:
+                executor.submit(lambda: Record.objects.using(alias).exists()).result()
+                assert opened_connections.still_open(alias) == 0
+    assert sent == []
+    assert opened_connections.opened(alias) == 1
+
+
+def test_failed_unit_closes_its_connections_despite_conn_max_age(alias, opened_connections):
+    def fail_after_query():
+        Record.objects.using(alias).exists()
+        raise ValueError("job failed")
+
+    with database_settings(alias, CONN_MAX_AGE=600):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            with pytest.raises(ValueError):
+                executor.submit(fail_after_query).result()
+            assert opened_connections.still_open(alias) == 0
+            # The next job gets a fresh connection and works.
+            assert executor.submit(lambda: Record.objects.using(alias).count()).result() == 0
+
+
+@override_settings(DJANGO_THREAD_CLOSE_ON_ERROR=False)
+def test_close_on_error_can_be_switched_off(alias, opened_connections):
+    def fail_after_query():
+        Record.objects.using(alias).exists()
+        raise ValueError("job failed")
+
+    with database_settings(alias, CONN_MAX_AGE=600):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            with pytest.raises(ValueError):
+                executor.submit(fail_after_query).result()
+            assert opened_connections.still_open(alias) == 1
+
+
+def test_thread_closes_all_connections_when_it_ends(alias, opened_connections):
+    gc.disable()  # the bug class is "closed only when the gc runs"
+    try:
+        with database_settings(alias, CONN_MAX_AGE=None):
+            thread = Thread(target=lambda: Record.objects.using(alias).create(name="t"))
+            thread.start()
+            thread.join()
+            assert opened_connections.opened(alias) == 1
+            assert opened_connections.still_open() == 0
+            if alias != "default":
+                wait_for(lambda: server_connection_count(alias) == 0, "thread's connection to close")
+    finally:
+        gc.enable()
+    assert Record.objects.using(alias).filter(name="t").count() == 1
+
+
+def test_executor_shutdown_leaves_no_connection_on_the_server(server_alias):
+    gc.disable()
+    try:
+        with database_settings(server_alias, CONN_MAX_AGE=600):
+            barrier = threading.Barrier(4, timeout=10)
+
+            def query_then_wait():
+                Record.objects.using(server_alias).exists()
+                barrier.wait()
+
+            executor = ThreadPoolExecutor(max_workers=4)
+            for future in [executor.submit(query_then_wait) for _ in range(4)]:
+                future.result()
+            assert server_connection_count(server_alias) == 4
+            executor.shutdown(wait=True)
+            wait_for(lambda: server_connection_count(server_alias) == 0, "workers' connections to close")
+    finally:
+        gc.enable()
+
+
+def test_at_most_max_workers_connections_per_database(server_alias):
+    peak = []
+    lock = threading.Lock()
+
+    def job(i):
+        Record.objects.using(server_alias).create(name="n", value=i)
+        with lock:
+            peak.append(server_connection_count_from_worker(server_alias))
+
+    with database_settings(server_alias, CONN_MAX_AGE=600):
+        with ThreadPoolExecutor(max_workers=3) as executor:
+            list(executor.map(job, range(30)))
+    assert max(peak) <= 3
+    assert Record.objects.using(server_alias).count() == 30
+
+
+def server_connection_count_from_worker(alias):
+    """Counted from a worker: its own connection is one of the pool's."""
+    return server_connection_count(alias) + 1
+
+
+def test_unit_of_work_as_decorator_and_loop_body(alias, opened_connections):
+    processed = []
+
+    @unit_of_work()
+    def process(i):
+        Record.objects.using(alias).create(name="loop", value=i)
+        processed.append(i)
+
+    class Poller(Thread):
+        def run(self):
+            for i in range(3):
+                with unit_of_work():
+                    process(i)  # nested: part of the loop's unit, no extra cleanup
+                    # Inside the unit the connection is open...
+                    assert connections[alias].connection is not None
+                # ...and CONN_MAX_AGE=0 closed it after each iteration.
+                assert connections[alias].connection is None
+
+    with database_settings(alias, CONN_MAX_AGE=0):
+        poller = Poller()
+        errors = []
+        with_excepthook(errors, poller)
+    assert errors == []
+    assert processed == [0, 1, 2]
+    assert opened_connections.opened(alias) == 3
+    assert opened_connections.still_open() == 0
+
+
+def with_excepthook(errors, thread):
+    original = threading.excepthook
+    threading.excepthook = errors.append
+    try:
+        thread.start()
+        thread.join()
+    finally:
+        threading.excepthook = original
+
+
+def test_unit_of_work_in_a_plain_thread(alias, opened_connections):
+    @unit_of_work()
+    def job():
+        return Record.objects.using(alias).count()
+
+    with database_settings(alias, CONN_MAX_AGE=0):
+        results = []
+        plain = threading.Thread(target=lambda: results.append(job()))
+        plain.start()
+        plain.join()
+    assert results == [0]
+    assert opened_connections.still_open() == 0

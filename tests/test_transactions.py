@@ -1,0 +1,129 @@
+"""Transactions: the caller's is never touched; a unit's leak is repaired."""
+
+from __future__ import annotations
+
+import logging
+import pytest
+from django.db import connections, transaction
+
+from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
+from tests.conftest import database_settings
+from testproject.jobs.models import Record
+
+
+@pytest.mark.parametrize("how", ["thread", "timer", "executor"])
+def test_starting_work_inside_atomic_leaves_the_caller_transaction_intact(alias, how):
+    seen = []
+
+    def job():
+        # A separate connection: it cannot see the caller's uncommitted row.
+        seen.append(Record.objects.using(alias).count())
+
+    with database_settings(alias, CONN_MAX_AGE=0):
+        with transaction.atomic(using=alias):
+            Record.objects.using(alias).create(name="caller-before")
+            if how == "thread":
+                worker = Thread(target=job)
+                worker.start()
+                worker.join()
+            elif how == "timer":
+                worker = Timer(0.001, job)
+                worker.start()
+                worker.join()
+            else:
+                with ThreadPoolExecutor(max_workers=1) as executor:
+                    executor.submit(job).result()
+            assert seen == [0]
+            # Same connection, same transaction, still usable.
+            assert connections[alias].in_atomic_block
+            Record.objects.using(alias).create(name="caller-after")
+    names = set(Record.objects.using(alias).values_list("name", flat=True))
+    assert {"caller-before", "caller-after"} <= names
+
+
+def leak_atomic(alias, name):
+    """A buggy job: enters atomic() and never leaves it."""
+    transaction.atomic(using=alias).__enter__()
+    Record.objects.using(alias).create(name=name)
+
+
+def leak_autocommit_off(alias, name):
+    transaction.set_autocommit(False, using=alias)
+    Record.objects.using(alias).create(name=name)
+
+
+@pytest.mark.parametrize("leak", [leak_atomic, leak_autocommit_off], ids=["atomic", "autocommit"])
+@pytest.mark.parametrize("max_age", [0, 600], ids=["age0", "age600"])
+def test_leaked_transaction_is_rolled_back_and_does_not_poison_next_job(
+    alias, leak, max_age, caplog
+):
+    with database_settings(alias, CONN_MAX_AGE=max_age):
+        with caplog.at_level(logging.WARNING, logger="django_thread"):
+            with ThreadPoolExecutor(max_workers=1) as executor:
+                executor.submit(leak, alias, "leaked").result()
+                for i in range(3):
+                    executor.submit(
+                        lambda i=i: Record.objects.using(alias).create(name=f"next-{i}")
+                    ).result()
+                # The worker's connection is in autocommit again.
+                assert executor.submit(lambda: transaction.get_autocommit(using=alias)).result()
+    names = set(Record.objects.using(alias).values_list("name", flat=True))
+    assert names == {"next-0", "next-1", "next-2"}
+    assert "left a transaction open" in caplog.text
+
+
+def test_leaked_transaction_in_a_thread_is_rolled_back(alias):
+    thread = Thread(target=leak_atomic, args=(alias, "leaked"))
+    thread.start()
+    thread.join()
+    assert not Record.objects.using(alias).filter(name="leaked").exists()
+
+
+def test_leak_inside_a_long_running_loop_is_repaired_per_iteration(alias):
+    class Loop(Thread):
+        def run(self):
+            for i in range(3):
+                with unit_of_work():
+                    if i == 0:
+                        leak_atomic(alias, "leaked")
+                    else:
+                        Record.objects.using(alias).create(name=f"ok-{i}")
+
+    loop = Loop()
+    loop.start()
+    loop.join()
+    names = set(Record.objects.using(alias).values_list("name", flat=True))
+    assert names == {"ok-1", "ok-2"}
+
+
+def test_unit_of_work_inside_atomic_is_refused_and_keeps_the_transaction(alias):
+    with transaction.atomic(using=alias):
+        Record.objects.using(alias).create(name="caller")
+        with pytest.raises(transaction.TransactionManagementError, match="inside transaction.atomic"):
+            with unit_of_work():
+                pytest.fail("the body must not run")
+        assert connections[alias].in_atomic_block
+        Record.objects.using(alias).create(name="caller-2")
+    assert Record.objects.using(alias).count() == 2
+
+
+def test_decorated_function_inside_atomic_is_refused(alias):
+    @unit_of_work()
+    def job():
+        return "ran"
+
+    with transaction.atomic(using=alias):
+        with pytest.raises(transaction.TransactionManagementError):
+            job()
+    assert job() == "ran"
+
+
+def test_atomic_inside_a_unit_commits_normally(alias):
+    def job():
+        with transaction.atomic(using=alias):
+            Record.objects.using(alias).create(name="a")
+            Record.objects.using(alias).create(name="b")
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(job).result()
+    assert Record.objects.using(alias).count() == 2
