@@ -35,8 +35,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
     for name in dir(settings):
         if name.startswith(PREFIX) and name not in BOOLEAN_SETTINGS:
-            close = difflib.get_close_matches(name, BOOLEAN_SETTINGS, n=1)
-            hint = f"Did you mean {close[0]}?" if close else (
+            # Compare without the shared prefix, which would match anything.
+            known = [known[len(PREFIX) :] for known in BOOLEAN_SETTINGS]
+            close = difflib.get_close_matches(name[len(PREFIX) :], known, n=1)
+            hint = f"Did you mean {PREFIX}{close[0]}?" if close else (
                 "Known settings: " + ", ".join(sorted(BOOLEAN_SETTINGS)) + "."
             )
             errors.append(

@@ -18,7 +18,6 @@ which lets queued work finish and workers close their connections.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import logging
 import os
@@ -30,6 +29,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, Callable
 
 from django_thread import registry
+from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
@@ -52,7 +52,7 @@ def run_as_unit(sender: Any, fn: Callable[..., Any], args: Any, kwargs: Any) -> 
 class _Job:
     """One submitted call: the result is set only after the unit's cleanup."""
 
-    __slots__ = ("future", "sender", "fn", "args", "kwargs", "context")
+    __slots__ = ("future", "sender", "fn", "args", "kwargs", "snapshot")
 
     def __init__(
         self,
@@ -61,25 +61,22 @@ class _Job:
         fn: Callable[..., Any],
         args: Any,
         kwargs: Any,
-        context: contextvars.Context | None,
+        snapshot: Snapshot | None,
     ) -> None:
         self.future = future
         self.sender = sender
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.context = context
+        self.snapshot = snapshot
 
     def run(self) -> None:
         if not self.future.set_running_or_notify_cancel():
             return
         try:
-            if self.context is None:
-                result = run_as_unit(self.sender, self.fn, self.args, self.kwargs)
-            else:
-                result = self.context.run(
-                    run_as_unit, self.sender, self.fn, self.args, self.kwargs
-                )
+            result = call_in(
+                self.snapshot, run_as_unit, self.sender, self.fn, self.args, self.kwargs
+            )
         except BaseException as exc:
             self.future.set_exception(exc)
             # Break the reference cycle through the exception's traceback.
@@ -180,8 +177,6 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         registry.register(self)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:  # type: ignore[override]
-        from django_thread.conf import settings
-
         with self._shutdown_lock:
             if self._broken:
                 raise BrokenThreadPool(self._broken)
@@ -192,12 +187,8 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
                     "cannot schedule new futures after interpreter shutdown"
                 )
             future: futures.Future[Any] = futures.Future()
-            context = (
-                contextvars.copy_context()
-                if settings.DJANGO_THREAD_COPY_CONTEXT
-                else None
-            )
-            self._work_queue.put(_Job(future, type(self), fn, args, kwargs, context))
+            job = _Job(future, type(self), fn, args, kwargs, capture())
+            self._work_queue.put(job)
             self._adjust_thread_count()
             return future
 

@@ -12,24 +12,16 @@ reaching ``threading.excepthook``.
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from typing import Any, Callable
 
+from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
     finish_unit,
     start_unit,
 )
-
-
-def _snapshot_context() -> contextvars.Context | None:
-    from django_thread.conf import settings
-
-    if settings.DJANGO_THREAD_COPY_CONTEXT:
-        return contextvars.copy_context()
-    return None
 
 
 def _run_in_lifecycle(sender: Any, run: Callable[[], object]) -> None:
@@ -43,7 +35,7 @@ def _run_in_lifecycle(sender: Any, run: Callable[[], object]) -> None:
 
 
 def run_thread_body(
-    sender: Any, run: Callable[[], object], context: contextvars.Context | None
+    sender: Any, run: Callable[[], object], snapshot: Snapshot | None
 ) -> None:
     """The lifecycle around ``run``, then close everything the thread opened.
 
@@ -53,10 +45,7 @@ def run_thread_body(
     long-running ``run()`` can make each loop iteration a unit of its own.
     """
     try:
-        if context is None:
-            _run_in_lifecycle(sender, run)
-        else:
-            context.run(_run_in_lifecycle, sender, run)
+        call_in(snapshot, _run_in_lifecycle, sender, run)
     finally:
         # The thread is ending: no later unit can reuse its connections.
         close_thread_connections()
@@ -75,7 +64,7 @@ class Thread(threading.Thread):
 
     def start(self) -> None:
         ensure_app_installed()
-        context = _snapshot_context()
+        snapshot = capture()
         had_own_run = "run" in vars(self)
         run = self.run
 
@@ -87,7 +76,7 @@ class Thread(threading.Thread):
 
         def run_as_unit() -> None:
             try:
-                run_thread_body(type(self), run, context)
+                run_thread_body(type(self), run, snapshot)
             finally:
                 restore_run()
 

@@ -1,0 +1,62 @@
+"""Settings and system checks: bad input fails at startup with a hint."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_thread import Thread, ThreadPoolExecutor, unit_of_work
+from django_thread.checks import BOOLEAN_SETTINGS, check_settings
+
+
+def test_defaults_pass_the_checks():
+    assert check_settings() == []
+    call_command("check")
+
+
+@pytest.mark.parametrize("name", sorted(BOOLEAN_SETTINGS))
+def test_non_boolean_setting_is_an_error_with_id_and_hint(name):
+    with override_settings(**{name: "yes"}):
+        errors = check_settings()
+        assert [e.id for e in errors] == [BOOLEAN_SETTINGS[name]]
+        assert "must be a bool" in errors[0].msg
+        assert name in errors[0].hint
+        with pytest.raises(SystemCheckError, match=BOOLEAN_SETTINGS[name]):
+            call_command("check")
+
+
+def test_unknown_setting_is_an_error_that_suggests_the_right_name():
+    with override_settings(DJANGO_THREAD_SEND_SIGNAL=False):
+        errors = check_settings()
+        assert [e.id for e in errors] == ["django_thread.E005"]
+        assert errors[0].hint == "Did you mean DJANGO_THREAD_SEND_SIGNALS?"
+        with pytest.raises(SystemCheckError, match="django_thread.E005"):
+            call_command("check")
+
+
+def test_unknown_setting_far_from_any_lists_the_known_ones():
+    with override_settings(DJANGO_THREAD_WORKERS=4):
+        (error,) = check_settings()
+        assert "Known settings: DJANGO_THREAD_CANCEL_AT_EXIT" in error.hint
+
+
+def test_every_setting_has_a_default():
+    from django.conf import settings
+
+    for name in BOOLEAN_SETTINGS:
+        assert isinstance(getattr(settings, name), bool)
+
+
+def test_without_the_app_installed_the_error_names_the_fix():
+    installed = ["django.contrib.contenttypes", "django.contrib.auth", "testproject.jobs"]
+    with override_settings(INSTALLED_APPS=installed):
+        with pytest.raises(ImproperlyConfigured, match="Add 'django_thread' to INSTALLED_APPS"):
+            ThreadPoolExecutor()
+        with pytest.raises(ImproperlyConfigured, match="INSTALLED_APPS"):
+            Thread(target=print).start()
+        with pytest.raises(ImproperlyConfigured, match="INSTALLED_APPS"):
+            with unit_of_work():
+                pass
