@@ -33,7 +33,7 @@ from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
-    unit_of_work,
+    run_unit,
 )
 
 # concurrent.futures logs worker crashes here; so do we, for parity.
@@ -42,11 +42,6 @@ futures_logger = logging.getLogger("concurrent.futures")
 _executor_numbers = itertools.count()
 
 _cpu_count = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13 added it
-
-
-def run_as_unit(sender: Any, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    with unit_of_work(sender):
-        return fn(*args, **kwargs)
 
 
 class _Job:
@@ -75,7 +70,7 @@ class _Job:
             return
         try:
             result = call_in(
-                self.snapshot, run_as_unit, self.sender, self.fn, self.args, self.kwargs
+                self.snapshot, run_unit, self.sender, self.fn, self.args, self.kwargs
             )
         except BaseException as exc:
             self.future.set_exception(exc)
@@ -95,7 +90,7 @@ def _work(
     try:
         if initializer is not None:
             try:
-                run_as_unit(_sender_of(executor_ref), initializer, initargs, {})
+                run_unit(_sender_of(executor_ref), initializer, initargs, {})
             except BaseException:
                 futures_logger.critical("Exception in initializer:", exc_info=True)
                 executor = executor_ref()

@@ -26,7 +26,7 @@ import logging
 import threading
 from contextlib import ContextDecorator
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable
 
 from django.apps import apps
 from django.core.cache import close_caches
@@ -89,10 +89,10 @@ def discard_connection(connection: Any) -> None:
     del connections[connection.alias]
 
 
-def discard_leaked_transactions() -> list[str]:
+def discard_leaked_transactions(opened: list[Any] | None = None) -> list[str]:
     """Roll back every transaction a unit left open; return the aliases."""
     leaked = []
-    for connection in _initialized_connections():
+    for connection in _initialized_connections() if opened is None else opened:
         try:
             is_leaked = _in_transaction(connection)
         except Exception:
@@ -158,7 +158,8 @@ def finish_unit(sender: Any, failed: bool) -> None:
     """What Django does when a response is done, plus what it cannot repair."""
     from django_thread.conf import settings
 
-    leaked = discard_leaked_transactions()
+    opened = _initialized_connections()
+    leaked = discard_leaked_transactions(opened) if opened else None
     if leaked:
         logger.warning(
             "A unit of work sent by %r left a transaction open on %s; "
@@ -178,6 +179,26 @@ def finish_unit(sender: Any, failed: bool) -> None:
                 connection.close()
             except Exception:
                 logger.debug("Closing %r failed", connection.alias, exc_info=True)
+
+
+def run_unit(sender: Any, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` as one unit, on a worker django_thread owns.
+
+    The fast path for the executor: its constructor already checked that the
+    app is installed, and a worker is never inside a caller's ``atomic()``
+    when a unit starts (the last unit's leak was discarded), so the checks
+    :class:`unit_of_work` makes for foreign threads are skipped.
+    """
+    _scope.depth = 1
+    failed = True
+    start_unit(sender)
+    try:
+        result = fn(*args, **kwargs)
+        failed = False
+        return result
+    finally:
+        _scope.depth = 0
+        finish_unit(sender, failed=failed)
 
 
 class unit_of_work(ContextDecorator):
