@@ -12,8 +12,10 @@ class DjangoThreadConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing conf installs the DJANGO_THREAD_* defaults on settings.
-        from django_thread import conf  # noqa: F401
-        from django_thread import registry
+        from django_thread import (
+            conf,  # noqa: F401
+            registry,
+        )
         from django_thread.checks import check_settings
         from django_thread.executor import ThreadPoolExecutor
         from django_thread.thread import Thread, Timer

@@ -38,8 +38,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             # Compare without the shared prefix, which would match anything.
             known = [known[len(PREFIX) :] for known in BOOLEAN_SETTINGS]
             close = difflib.get_close_matches(name[len(PREFIX) :], known, n=1)
-            hint = f"Did you mean {PREFIX}{close[0]}?" if close else (
-                "Known settings: " + ", ".join(sorted(BOOLEAN_SETTINGS)) + "."
+            hint = (
+                f"Did you mean {PREFIX}{close[0]}?"
+                if close
+                else ("Known settings: " + ", ".join(sorted(BOOLEAN_SETTINGS)) + ".")
             )
             errors.append(
                 Error(

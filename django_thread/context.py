@@ -15,7 +15,8 @@ activates them inside the copy in the worker.
 from __future__ import annotations
 
 import contextvars
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.utils import timezone, translation
@@ -45,7 +46,9 @@ def capture() -> Snapshot | None:
     return Snapshot() if settings.DJANGO_THREAD_COPY_CONTEXT else None
 
 
-def _activate_and_call(snapshot: Snapshot, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def _activate_and_call(
+    snapshot: Snapshot, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
     if snapshot.language is None:
         translation.deactivate_all()
     elif snapshot.language is not False:

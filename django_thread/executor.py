@@ -24,9 +24,10 @@ import os
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any, Callable
+from typing import Any
 
 from django_thread import registry
 from django_thread.context import Snapshot, call_in, capture
@@ -171,7 +172,9 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         self._shutdown_lock = threading.Lock()
         registry.register(self)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:  # type: ignore[override]
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> futures.Future[Any]:  # type: ignore[override]
         with self._shutdown_lock:
             if self._broken:
                 raise BrokenThreadPool(self._broken)
@@ -191,7 +194,9 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         if self._idle_semaphore.acquire(timeout=0):
             return  # an idle worker will take the job
 
-        def wake_workers(_: object, jobs: queue.SimpleQueue[Any] = self._work_queue) -> None:
+        def wake_workers(
+            _: object, jobs: queue.SimpleQueue[Any] = self._work_queue
+        ) -> None:
             jobs.put(None)
 
         if len(self._threads) < self._max_workers:

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from contextlib import ContextDecorator
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any
 
 from django.apps import apps
 from django.core.cache import close_caches

@@ -13,7 +13,8 @@ reaching ``threading.excepthook``.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (

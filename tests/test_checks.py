@@ -51,9 +51,15 @@ def test_every_setting_has_a_default():
 
 
 def test_without_the_app_installed_the_error_names_the_fix():
-    installed = ["django.contrib.contenttypes", "django.contrib.auth", "testproject.jobs"]
+    installed = [
+        "django.contrib.contenttypes",
+        "django.contrib.auth",
+        "testproject.jobs",
+    ]
     with override_settings(INSTALLED_APPS=installed):
-        with pytest.raises(ImproperlyConfigured, match="Add 'django_thread' to INSTALLED_APPS"):
+        with pytest.raises(
+            ImproperlyConfigured, match="Add 'django_thread' to INSTALLED_APPS"
+        ):
             ThreadPoolExecutor()
         with pytest.raises(ImproperlyConfigured, match="INSTALLED_APPS"):
             Thread(target=print).start()

@@ -10,7 +10,9 @@ from django.utils import timezone, translation
 
 from django_thread import Thread, ThreadPoolExecutor
 
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "request_id", default="none"
+)
 
 
 def test_units_see_the_submitters_context_variables_and_language():
@@ -19,7 +21,11 @@ def test_units_see_the_submitters_context_variables_and_language():
         with translation.override("de"), timezone.override("Europe/Berlin"):
             with ThreadPoolExecutor(max_workers=1) as executor:
                 seen = executor.submit(
-                    lambda: (request_id.get(), translation.get_language(), timezone.get_current_timezone_name())
+                    lambda: (
+                        request_id.get(),
+                        translation.get_language(),
+                        timezone.get_current_timezone_name(),
+                    )
                 ).result()
     finally:
         request_id.reset(token)
@@ -28,7 +34,9 @@ def test_units_see_the_submitters_context_variables_and_language():
 
 def test_thread_sees_the_language_and_variables_active_at_start():
     seen = []
-    thread = Thread(target=lambda: seen.append((request_id.get(), translation.get_language())))
+    thread = Thread(
+        target=lambda: seen.append((request_id.get(), translation.get_language()))
+    )
     token = request_id.set("at-start")
     try:
         with translation.override("fr"):

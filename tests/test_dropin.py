@@ -16,7 +16,9 @@ from django_thread import Thread, ThreadPoolExecutor, Timer
 
 def test_thread_runs_target_with_args_and_kwargs():
     seen = []
-    thread = Thread(target=lambda *a, **k: seen.append((a, k)), args=(1, 2), kwargs={"x": 3})
+    thread = Thread(
+        target=lambda *a, **k: seen.append((a, k)), args=(1, 2), kwargs={"x": 3}
+    )
     thread.start()
     thread.join()
     assert seen == [((1, 2), {"x": 3})]
@@ -111,13 +113,17 @@ def test_map_with_timeout_raises_timeout_error():
 
 def test_map_returns_results_in_order():
     with ThreadPoolExecutor(max_workers=3) as executor:
-        assert list(executor.map(lambda x: x * x, range(20))) == [x * x for x in range(20)]
+        assert list(executor.map(lambda x: x * x, range(20))) == [
+            x * x for x in range(20)
+        ]
 
 
 def test_as_completed_and_wait_work():
     with ThreadPoolExecutor(max_workers=2) as executor:
         futures = [executor.submit(lambda i=i: i) for i in range(5)]
-        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == list(range(5))
+        assert sorted(
+            f.result() for f in concurrent.futures.as_completed(futures)
+        ) == list(range(5))
         done, pending = concurrent.futures.wait(futures)
         assert len(done) == 5 and not pending
 
@@ -133,7 +139,9 @@ def test_exceptions_travel_through_the_future():
 def test_submit_after_shutdown_raises():
     executor = ThreadPoolExecutor(max_workers=1)
     executor.shutdown()
-    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+    with pytest.raises(
+        RuntimeError, match="cannot schedule new futures after shutdown"
+    ):
         executor.submit(print)
 
 
@@ -161,7 +169,9 @@ def test_thread_name_prefix_and_worker_reuse():
 def test_never_more_threads_than_max_workers():
     barrier = threading.Barrier(3, timeout=5)
     with ThreadPoolExecutor(max_workers=3) as executor:
-        idents = list(executor.map(lambda _: (barrier.wait(), threading.get_ident())[1], range(3)))
+        idents = list(
+            executor.map(lambda _: (barrier.wait(), threading.get_ident())[1], range(3))
+        )
         more = list(executor.map(lambda _: threading.get_ident(), range(30)))
     assert len(set(idents)) == 3
     assert set(more) <= set(idents)

@@ -60,10 +60,16 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("cancel", [False, True], ids=["drain", "cancel"])
 def test_live_executor_is_shut_down_at_exit(tmp_path, cancel):
-    script = SCRIPT.format(root=str(ROOT), db=str(tmp_path / "exit.sqlite3"), cancel=cancel)
+    script = SCRIPT.format(
+        root=str(ROOT), db=str(tmp_path / "exit.sqlite3"), cancel=cancel
+    )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     ran = [line for line in result.stdout.splitlines() if line.startswith("ran")]

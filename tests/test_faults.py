@@ -9,13 +9,13 @@ import pytest
 from django.db import connections
 
 from django_thread import ThreadPoolExecutor
+from testproject.jobs.models import Record
 from tests.conftest import (
     database_settings,
     kill_server_connections,
     server_connection_count,
     wait_for,
 )
-from testproject.jobs.models import Record
 
 WORKERS = 3
 
@@ -49,12 +49,19 @@ def test_without_health_checks_each_worker_fails_once_then_recovers(server_alias
     """Django's own behaviour, kept: the broken connection is dropped at unit end."""
     with database_settings(server_alias, CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=False):
         with ThreadPoolExecutor(max_workers=1) as executor:
-            executor.submit(lambda: Record.objects.using(server_alias).exists()).result()
+            executor.submit(
+                lambda: Record.objects.using(server_alias).exists()
+            ).result()
             kill_server_connections(server_alias)
             first = executor.submit(lambda: Record.objects.using(server_alias).exists())
             assert first.exception(timeout=10) is not None
             for _ in range(3):
-                assert executor.submit(lambda: Record.objects.using(server_alias).count()).result() == 0
+                assert (
+                    executor.submit(
+                        lambda: Record.objects.using(server_alias).count()
+                    ).result()
+                    == 0
+                )
 
 
 def _idle_timeout_options(alias):

@@ -13,8 +13,8 @@ from django.db import connections
 from django.test import override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
-from tests.conftest import database_settings, server_connection_count, wait_for
 from testproject.jobs.models import Record
+from tests.conftest import database_settings, server_connection_count, wait_for
 
 
 @contextlib.contextmanager
@@ -34,7 +34,9 @@ def backend_id(alias):
         return id(connection.connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT CONNECTION_ID()"
+            "SELECT pg_backend_pid()"
+            if connection.vendor == "postgresql"
+            else "SELECT CONNECTION_ID()"
         )
         return cursor.fetchone()[0]
 
@@ -43,9 +45,14 @@ def test_signals_fire_in_the_worker_with_the_class_as_sender():
     events = []
 
     def record(signal_name):
-        return lambda sender, **kwargs: events.append((signal_name, sender, threading.get_ident()))
+        return lambda sender, **kwargs: events.append(
+            (signal_name, sender, threading.get_ident())
+        )
 
-    with connected(request_started, record("started")), connected(request_finished, record("finished")):
+    with (
+        connected(request_started, record("started")),
+        connected(request_finished, record("finished")),
+    ):
         with ThreadPoolExecutor(max_workers=1) as executor:
             worker = executor.submit(threading.get_ident).result()
         thread = Thread(target=lambda: None)
@@ -58,19 +65,24 @@ def test_signals_fire_in_the_worker_with_the_class_as_sender():
     assert events[2][2] == events[3][2] != threading.get_ident()
 
 
-def test_failing_receiver_is_logged_and_stops_nothing(alias, caplog, opened_connections):
+def test_failing_receiver_is_logged_and_stops_nothing(
+    alias, caplog, opened_connections
+):
     later_receiver_ran = []
 
     def broken(**kwargs):
         raise RuntimeError("receiver bug")
 
     with database_settings(alias, CONN_MAX_AGE=0):
-        with connected(request_finished, broken), connected(
-            request_finished, lambda **kw: later_receiver_ran.append(True)
+        with (
+            connected(request_finished, broken),
+            connected(request_finished, lambda **kw: later_receiver_ran.append(True)),
         ):
             with caplog.at_level(logging.ERROR, logger="django_thread"):
                 with ThreadPoolExecutor(max_workers=1) as executor:
-                    result = executor.submit(lambda: Record.objects.using(alias).count()).result()
+                    result = executor.submit(
+                        lambda: Record.objects.using(alias).count()
+                    ).result()
     assert result == 0
     assert later_receiver_ran == [True]
     assert "receiver bug" in caplog.text or any(r.exc_info for r in caplog.records)
@@ -101,7 +113,10 @@ def test_persistent_connection_is_reused_per_worker(alias, max_age, opened_conne
 
 
 def test_every_alias_a_unit_touched_is_cleaned(server_alias, opened_connections):
-    with database_settings(server_alias, CONN_MAX_AGE=0), database_settings("default", CONN_MAX_AGE=0):
+    with (
+        database_settings(server_alias, CONN_MAX_AGE=0),
+        database_settings("default", CONN_MAX_AGE=0),
+    ):
 
         def touch_two_databases():
             Record.objects.using("default").exists()
@@ -116,8 +131,9 @@ def test_every_alias_a_unit_touched_is_cleaned(server_alias, opened_connections)
 @override_settings(DJANGO_THREAD_SEND_SIGNALS=False)
 def test_without_signals_django_cleanup_still_runs(alias, opened_connections):
     sent = []
-    with connected(request_started, lambda **kw: sent.append("started")), connected(
-        request_finished, lambda **kw: sent.append("finished")
+    with (
+        connected(request_started, lambda **kw: sent.append("started")),
+        connected(request_finished, lambda **kw: sent.append("finished")),
     ):
         with database_settings(alias, CONN_MAX_AGE=0):
             with ThreadPoolExecutor(max_workers=1) as executor:
@@ -127,7 +143,9 @@ def test_without_signals_django_cleanup_still_runs(alias, opened_connections):
     assert opened_connections.opened(alias) == 1
 
 
-def test_failed_unit_closes_its_connections_despite_conn_max_age(alias, opened_connections):
+def test_failed_unit_closes_its_connections_despite_conn_max_age(
+    alias, opened_connections
+):
     def fail_after_query():
         Record.objects.using(alias).exists()
         raise ValueError("job failed")
@@ -138,7 +156,10 @@ def test_failed_unit_closes_its_connections_despite_conn_max_age(alias, opened_c
                 executor.submit(fail_after_query).result()
             assert opened_connections.still_open(alias) == 0
             # The next job gets a fresh connection and works.
-            assert executor.submit(lambda: Record.objects.using(alias).count()).result() == 0
+            assert (
+                executor.submit(lambda: Record.objects.using(alias).count()).result()
+                == 0
+            )
 
 
 @override_settings(DJANGO_THREAD_CLOSE_ON_ERROR=False)
@@ -166,7 +187,10 @@ def test_thread_closes_all_connections_when_it_ends(alias, opened_connections):
             assert opened_connections.opened(alias) >= 1
             assert opened_connections.still_open() == 0
             if alias != "default":
-                wait_for(lambda: server_connection_count(alias) == 0, "thread's connection to close")
+                wait_for(
+                    lambda: server_connection_count(alias) == 0,
+                    "thread's connection to close",
+                )
     finally:
         gc.enable()
     assert Record.objects.using(alias).filter(name="t").count() == 1
@@ -187,7 +211,10 @@ def test_executor_shutdown_leaves_no_connection_on_the_server(server_alias):
                 future.result()
             assert server_connection_count(server_alias) == 4
             executor.shutdown(wait=True)
-            wait_for(lambda: server_connection_count(server_alias) == 0, "workers' connections to close")
+            wait_for(
+                lambda: server_connection_count(server_alias) == 0,
+                "workers' connections to close",
+            )
     finally:
         gc.enable()
 

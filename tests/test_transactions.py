@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+
 import pytest
 from django.db import connections, transaction
 
 from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
-from tests.conftest import database_settings
 from testproject.jobs.models import Record
+from tests.conftest import database_settings
 
 
 @pytest.mark.parametrize("how", ["thread", "timer", "executor"])
@@ -52,7 +53,9 @@ def leak_autocommit_off(alias, name):
     Record.objects.using(alias).create(name=name)
 
 
-@pytest.mark.parametrize("leak", [leak_atomic, leak_autocommit_off], ids=["atomic", "autocommit"])
+@pytest.mark.parametrize(
+    "leak", [leak_atomic, leak_autocommit_off], ids=["atomic", "autocommit"]
+)
 @pytest.mark.parametrize("max_age", [0, 600], ids=["age0", "age600"])
 def test_leaked_transaction_is_rolled_back_and_does_not_poison_next_job(
     alias, leak, max_age, caplog
@@ -66,7 +69,9 @@ def test_leaked_transaction_is_rolled_back_and_does_not_poison_next_job(
                         lambda i=i: Record.objects.using(alias).create(name=f"next-{i}")
                     ).result()
                 # The worker's connection is in autocommit again.
-                assert executor.submit(lambda: transaction.get_autocommit(using=alias)).result()
+                assert executor.submit(
+                    lambda: transaction.get_autocommit(using=alias)
+                ).result()
     names = set(Record.objects.using(alias).values_list("name", flat=True))
     assert names == {"next-0", "next-1", "next-2"}
     assert "left a transaction open" in caplog.text
@@ -99,7 +104,9 @@ def test_leak_inside_a_long_running_loop_is_repaired_per_iteration(alias):
 def test_unit_of_work_inside_atomic_is_refused_and_keeps_the_transaction(alias):
     with transaction.atomic(using=alias):
         Record.objects.using(alias).create(name="caller")
-        with pytest.raises(transaction.TransactionManagementError, match="inside transaction.atomic"):
+        with pytest.raises(
+            transaction.TransactionManagementError, match="inside transaction.atomic"
+        ):
             with unit_of_work():
                 pytest.fail("the body must not run")
         assert connections[alias].in_atomic_block
