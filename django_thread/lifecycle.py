@@ -182,23 +182,34 @@ def finish_unit(sender: Any, failed: bool) -> None:
                 logger.debug("Closing %r failed", connection.alias, exc_info=True)
 
 
-def run_unit(sender: Any, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` as one unit, on a worker django_thread owns.
+def run_unit(
+    sender: Any,
+    fn: Callable[..., Any],
+    args: Any = (),
+    kwargs: Any = None,
+    *,
+    nests: bool = True,
+) -> Any:
+    """``fn(*args, **kwargs)`` as one unit, on a thread django_thread owns.
 
-    The fast path for the executor: its constructor already checked that the
-    app is installed, and a worker is never inside a caller's ``atomic()``
-    when a unit starts (the last unit's leak was discarded), so the checks
-    :class:`unit_of_work` makes for foreign threads are skipped.
+    The fast path for threads and executor workers: their constructors
+    already checked that the app is installed, and a new thread or a worker
+    between units is never inside a caller's ``atomic()``, so the checks
+    :class:`unit_of_work` makes for foreign threads are skipped. With
+    ``nests=False`` (a whole ``Thread.run()``), ``unit_of_work`` blocks
+    inside ``fn`` stay units of their own, one per loop iteration.
     """
-    _scope.depth = 1
+    if nests:
+        _scope.depth = 1
     failed = True
     start_unit(sender)
     try:
-        result = fn(*args, **kwargs)
+        result = fn(*args, **(kwargs or {}))
         failed = False
         return result
     finally:
-        _scope.depth = 0
+        if nests:
+            _scope.depth = 0
         finish_unit(sender, failed=failed)
 
 

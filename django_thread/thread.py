@@ -14,25 +14,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
-    finish_unit,
-    start_unit,
+    run_unit,
 )
-
-
-def _run_in_lifecycle(sender: Any, run: Callable[[], object]) -> None:
-    failed = True
-    try:
-        start_unit(sender)
-        run()
-        failed = False
-    finally:
-        finish_unit(sender, failed=failed)
 
 
 def run_thread_body(
@@ -46,7 +36,7 @@ def run_thread_body(
     long-running ``run()`` can make each loop iteration a unit of its own.
     """
     try:
-        call_in(snapshot, _run_in_lifecycle, sender, run)
+        call_in(snapshot, partial(run_unit, nests=False), sender, run)
     finally:
         # The thread is ending: no later unit can reuse its connections.
         close_thread_connections()

@@ -33,6 +33,12 @@ DATABASES = {
     "postgres": database_from_url(
         POSTGRES_URL or "postgresql://postgres@/postgres?host=/nonexistent",
         OPTIONS={"application_name": "django_thread_tests"},
+        # One test database per run, so that runs on one server never collide.
+        TEST={"NAME": f"test_django_thread_{os.getpid()}"},
     ),
-    "mariadb": database_from_url(MARIADB_URL, OPTIONS={"charset": "utf8mb4"}),
+    "mariadb": database_from_url(
+        MARIADB_URL,
+        OPTIONS={"charset": "utf8mb4"},
+        TEST={"NAME": f"test_django_thread_{os.getpid()}"},
+    ),
 }
