@@ -143,17 +143,19 @@ def test_without_signals_django_cleanup_still_runs(alias, opened_connections):
     assert opened_connections.opened(alias) == 1
 
 
+def query_then_fail(alias):
+    """A job that fails after its connection has been used."""
+    Record.objects.using(alias).exists()
+    raise ValueError("job failed")
+
+
 def test_failed_unit_closes_its_connections_despite_conn_max_age(
     alias, opened_connections
 ):
-    def fail_after_query():
-        Record.objects.using(alias).exists()
-        raise ValueError("job failed")
-
     with database_settings(alias, CONN_MAX_AGE=600):
         with ThreadPoolExecutor(max_workers=1) as executor:
             with pytest.raises(ValueError):
-                executor.submit(fail_after_query).result()
+                executor.submit(query_then_fail, alias).result()
             assert opened_connections.still_open(alias) == 0
             # The next job gets a fresh connection and works.
             assert (
@@ -164,14 +166,10 @@ def test_failed_unit_closes_its_connections_despite_conn_max_age(
 
 @override_settings(DJANGO_THREAD_CLOSE_ON_ERROR=False)
 def test_close_on_error_can_be_switched_off(alias, opened_connections):
-    def fail_after_query():
-        Record.objects.using(alias).exists()
-        raise ValueError("job failed")
-
     with database_settings(alias, CONN_MAX_AGE=600):
         with ThreadPoolExecutor(max_workers=1) as executor:
             with pytest.raises(ValueError):
-                executor.submit(fail_after_query).result()
+                executor.submit(query_then_fail, alias).result()
             assert opened_connections.still_open(alias) == 1
 
 
