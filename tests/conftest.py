@@ -70,16 +70,19 @@ def pytest_collection_modifyitems(
         )
         if not alias:
             continue
-        # SQLite ("default") is cheap to flush and lets a test touch two aliases.
-        databases = sorted({alias, "default"})
-        item.add_marker(pytest.mark.django_db(transaction=True, databases=databases))
         if alias == "mariadb":
             if mariadb_reason is False:
                 mariadb_reason = _mariadb_unreachable_reason()
                 if mariadb_reason and IN_CI:
                     raise pytest.UsageError(f"CI requires MariaDB: {mariadb_reason}")
             if mariadb_reason:
+                # No database marker: pytest-django sets up a test database
+                # for every alias any collected test names, skipped or not.
                 item.add_marker(pytest.mark.skip(reason=str(mariadb_reason)))
+                continue
+        # SQLite ("default") is cheap to flush and lets a test touch two aliases.
+        databases = sorted({alias, "default"})
+        item.add_marker(pytest.mark.django_db(transaction=True, databases=databases))
 
 
 _skipped: list[str] = []
