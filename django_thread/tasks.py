@@ -64,7 +64,7 @@ from django_thread import registry
 from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
-    unit_of_work,
+    run_unit,
 )
 
 try:  # Django >= 6.0 ships the framework.
@@ -458,27 +458,40 @@ def _call_task(result: TaskResult, payload: str) -> bool:
     return True
 
 
+def _start_and_call(
+    result: TaskResult, payload: str, worker_id: str, store: ResultStore
+) -> None:
+    """The body of a task's unit: mark it running, then run it."""
+    now = timezone.now()
+    _update(
+        result,
+        status=TaskResultStatus.RUNNING,
+        started_at=now,
+        last_attempted_at=now,
+    )
+    result.worker_ids.append(worker_id)
+    store.publish(result)
+    _send_from_worker(task_started, result)
+    if not _call_task(result, payload):
+        raise _TaskFailed
+
+
 def _run_job(job: _Job, worker_id: str, store: ResultStore) -> None:
     """One task, as one unit of work; its final state is published after it.
 
     Publishing only once the unit's cleanup is done means that a caller who
     sees a finished result also sees the worker's connections released.
+    ``run_unit``, not ``unit_of_work``: the worker is ours, so the checks
+    for foreign threads (app installed, not inside ``atomic()``) would only
+    repeat, per task, what starting the pool already established.
     """
     result = job.result
     try:
-        with unit_of_work(ThreadPoolBackend):
-            now = timezone.now()
-            _update(
-                result,
-                status=TaskResultStatus.RUNNING,
-                started_at=now,
-                last_attempted_at=now,
-            )
-            result.worker_ids.append(worker_id)
-            store.publish(result)
-            _send_from_worker(task_started, result)
-            if not _call_task(result, job.payload):
-                raise _TaskFailed
+        run_unit(
+            ThreadPoolBackend,
+            _start_and_call,
+            (result, job.payload, worker_id, store),
+        )
     except _TaskFailed:
         pass
     except BaseException as exc:
