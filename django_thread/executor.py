@@ -214,30 +214,31 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
             worker.start()
             self._threads.add(worker)
 
+    def _take_queued_jobs(self) -> list[_Job]:
+        """Empty the queue: the jobs no worker has started, without wake-ups."""
+        jobs = []
+        while True:
+            try:
+                job = self._work_queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
             self._broken = (
                 "A thread initializer failed, the thread pool is not usable anymore"
             )
-            while True:
-                try:
-                    job = self._work_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job.future.set_exception(BrokenThreadPool(self._broken))
+            for job in self._take_queued_jobs():
+                job.future.set_exception(BrokenThreadPool(self._broken))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
-                while True:
-                    try:
-                        job = self._work_queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is not None:
-                        job.future.cancel()
+                for job in self._take_queued_jobs():
+                    job.future.cancel()
             self._work_queue.put(None)
         if wait:
             for worker in list(self._threads):

@@ -125,14 +125,18 @@ def _in_caller_atomic_block() -> list[str]:
     return [c.alias for c in _initialized_connections() if c.in_atomic_block]
 
 
-def _send(signal: Any, sender: Any) -> None:
-    """Send robustly: one failing receiver must not stop cleanup or the job."""
-    for receiver, response in signal.send_robust(sender=sender):
+def send_robustly(signal: Any, sender: Any, about: str, **named: Any) -> None:
+    """Send robustly: one failing receiver must not stop cleanup or the job.
+
+    ``about`` names the signal (and what it concerns) in the log record of a
+    receiver that raised.
+    """
+    for receiver, response in signal.send_robust(sender=sender, **named):
         if isinstance(response, Exception):
             logger.error(
-                "Receiver %r of %s raised; the unit of work goes on",
+                "Receiver %r of %s raised; the work goes on",
                 receiver,
-                "request_started" if signal is request_started else "request_finished",
+                about,
                 exc_info=response,
             )
 
@@ -149,7 +153,7 @@ def start_unit(sender: Any) -> None:
     from django_thread.conf import settings
 
     if settings.DJANGO_THREAD_SEND_SIGNALS:
-        _send(request_started, sender)
+        send_robustly(request_started, sender, "request_started")
     else:
         _run_direct_cleanup(reset_queries)
         _run_direct_cleanup(close_old_connections)
@@ -169,7 +173,7 @@ def finish_unit(sender: Any, failed: bool) -> None:
             ", ".join(repr(alias) for alias in leaked),
         )
     if settings.DJANGO_THREAD_SEND_SIGNALS:
-        _send(request_finished, sender)
+        send_robustly(request_finished, sender, "request_finished")
     else:
         _run_direct_cleanup(close_old_connections)
         _run_direct_cleanup(close_caches)

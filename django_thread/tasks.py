@@ -65,6 +65,7 @@ from django_thread.lifecycle import (
     close_thread_connections,
     ensure_app_installed,
     run_unit,
+    send_robustly,
 )
 
 try:  # Django >= 6.0 ships the framework.
@@ -407,16 +408,12 @@ def _send_from_worker(signal: Signal, result: TaskResult) -> None:
     Failures are sent from inside the ``except`` block, like Django's own
     backends, so that receivers logging ``sys.exc_info()`` see the error.
     """
-    for receiver, response in signal.send_robust(
-        sender=ThreadPoolBackend, task_result=result
-    ):
-        if isinstance(response, Exception):
-            logger.error(
-                "Receiver %r of a task signal raised for task %s",
-                receiver,
-                result.id,
-                exc_info=response,
-            )
+    send_robustly(
+        signal,
+        ThreadPoolBackend,
+        f"a task signal for task {result.id}",
+        task_result=result,
+    )
 
 
 def _record_failure(result: TaskResult, exc: BaseException) -> None:
