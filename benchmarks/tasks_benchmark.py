@@ -100,7 +100,7 @@ def one_query(i: int) -> bool:
 
 def time_backend(task: Any, backend: str) -> float:
     """Seconds from the first enqueue until every result is final."""
-    from django_thread.tasks import task_finished
+    from django_thread.tasks.compat import task_finished
 
     the_task = task.using(backend=backend)
     done = threading.Semaphore(0)

@@ -29,7 +29,8 @@ from django.test import override_settings
 from django.utils import timezone, translation
 
 from django_thread import registry
-from django_thread.tasks import ThreadPoolBackend, existing_pool, reset_pools
+from django_thread.tasks import ThreadPoolBackend, reset_pools
+from django_thread.tasks.pools import existing_pool
 from testproject.jobs.models import Record
 from tests import tasks_module as tm
 from tests import tasks_parity

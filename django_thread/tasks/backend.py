@@ -1,0 +1,120 @@
+"""The backend class: what ``TASKS["BACKEND"]`` names."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core import checks
+from django.db import transaction
+
+from django_thread.tasks.compat import (
+    BaseTaskBackend,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    normalize_json,
+)
+from django_thread.tasks.options import E_APP_NOT_INSTALLED, option_errors
+from django_thread.tasks.pools import Pool, existing_pool, pool_for
+from django_thread.tasks.results import _copy_result, _update, new_id
+from django_thread.tasks.running import _Job
+
+
+class ThreadPoolBackend(BaseTaskBackend):
+    """Run tasks on worker threads of this process, each as a unit of work.
+
+    ``enqueue()`` returns at once with a READY result; the task runs on one
+    of its queue's workers, by priority then arrival, not before its
+    ``run_after``. Inside ``transaction.atomic()`` on OPTIONS["DATABASE"],
+    the enqueue waits for the commit and is dropped on rollback (see
+    :meth:`enqueue`). Results are kept in this process only.
+    """
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
+        """Queue the task; return its READY result at once.
+
+        Arguments are serialized here, in the caller, so that a task that
+        could not be sent to a distributed backend fails here too, with the
+        framework's own error. Inside an atomic block on the configured
+        database (with ``ENQUEUE_ON_COMMIT``), the returned result already
+        has its id, but the task is only enqueued when the transaction
+        commits: until then ``enqueued_at`` is None and ``get_result``
+        raises ``TaskResultDoesNotExist``, and after a rollback it always
+        will.
+        """
+        self.validate_task(task)
+        payload = json.dumps(
+            {"args": normalize_json(args), "kwargs": normalize_json(kwargs)},
+            allow_nan=False,
+        )
+        arguments = json.loads(payload)
+        result = TaskResult(
+            task=task,
+            id=new_id(),
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=arguments["args"],
+            kwargs=arguments["kwargs"],
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        pool = self._pool()
+        returned = _copy_result(result)
+        job = _Job(result, payload)
+        database = pool.options.database
+        # in_atomic_block, not on_commit() alone: outside a transaction
+        # on_commit() would open a connection in the caller just to learn
+        # that it is in autocommit mode.
+        if (
+            pool.options.enqueue_on_commit
+            and transaction.get_connection(database).in_atomic_block
+        ):
+            # The pool is looked up at commit time, in case TASKS changed.
+            # robust: the caller's data is committed by then, so a failure is
+            # logged (by Django) rather than raised past their other hooks.
+            transaction.on_commit(
+                lambda: self._pool().submit(job), using=database, robust=True
+            )
+        else:
+            pool.submit(job)
+            _update(returned, enqueued_at=result.enqueued_at)
+        return returned
+
+    def get_result(self, result_id: str) -> TaskResult:
+        pool = existing_pool(self.alias)
+        if pool is None:
+            raise TaskResultDoesNotExist(result_id)
+        return pool.results.get(result_id)
+
+    async def aget_result(self, result_id: str) -> TaskResult:
+        # Results are in memory behind a short lock: no thread hop needed.
+        return self.get_result(result_id)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        from django.apps import apps
+
+        messages = list(super().check(**kwargs))
+        messages += option_errors(self.options, self.queues)
+        if not apps.is_installed("django_thread"):
+            messages.append(
+                checks.Error(
+                    f"Task backend {self.alias!r} is a ThreadPoolBackend, but "
+                    "django_thread is not in INSTALLED_APPS.",
+                    hint="Add 'django_thread' to INSTALLED_APPS.",
+                    id=E_APP_NOT_INSTALLED,
+                )
+            )
+        return messages
+
+    def _pool(self) -> Pool:
+        return pool_for(self.alias, self.options, self.queues, ThreadPoolBackend)
