@@ -1,27 +1,23 @@
-"""Real databases for the tests: start, count and kill server connections.
+"""Fixtures and hooks: real databases for the tests.
 
 PostgreSQL is the server named by ``DJANGO_THREAD_TEST_POSTGRES`` or an
 embedded one started here. MariaDB is used where reachable; under ``CI=true``
-an unreachable MariaDB, or any skipped test at all, fails the run.
+an unreachable MariaDB, or any skipped test at all, fails the run. Helpers
+that tests import (counting and killing connections, ...) are in
+``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from django.db import connections
 from django.db.backends.signals import connection_created
 
 from tests import settings as test_settings
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.helpers import IN_CI, OpenedConnections
 
 #: Test ids and the alias each one runs on.
 ALL_DATABASES = {"sqlite": "default", "postgresql": "postgres", "mariadb": "mariadb"}
@@ -32,7 +28,12 @@ def _mariadb_unreachable_reason() -> str | None:
     try:
         import MySQLdb
     except ImportError as exc:
-        return f"mysqlclient is not installed ({exc})"
+        return (
+            f"mysqlclient is not installed ({exc}). Install the mariadb extra, "
+            "pip install -e '.[test,mariadb]', after its build dependencies: "
+            "libmariadb-dev, pkg-config and a C compiler (on Debian or Ubuntu, "
+            "apt-get install libmariadb-dev pkg-config gcc)"
+        )
     params = connections.settings["mariadb"]
     try:
         MySQLdb.connect(
@@ -129,90 +130,6 @@ def django_db_modify_db_settings() -> Iterator[None]:
     yield
 
 
-# --- Counting and killing connections on the server ----------------------
-
-
-def server_connection_count(alias: str) -> int:
-    """Connections to this test database other than the test's own."""
-    connection = connections[alias]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                "current_database() AND pid <> pg_backend_pid()"
-            )
-        else:
-            cursor.execute(
-                "SELECT count(*) FROM information_schema.processlist "
-                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-            )
-        return cursor.fetchone()[0]
-
-
-def kill_server_connections(alias: str) -> int:
-    """Terminate, from the server side, every other connection to the test db."""
-    connection = connections[alias]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                "datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            killed = len(cursor.fetchall())
-        else:
-            cursor.execute(
-                "SELECT id FROM information_schema.processlist "
-                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-            for pid in ids:
-                with contextlib.suppress(Exception):
-                    cursor.execute(f"KILL {int(pid)}")
-            killed = len(ids)
-    wait_for(lambda: server_connection_count(alias) == 0, "killed connections to go")
-    return killed
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    """Servers end a backend shortly after its client closes; poll briefly."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class OpenedConnections:
-    """Every DB-API connection Django opened in another thread during a test.
-
-    Recorded through Django's public ``connection_created`` signal, so it sees
-    real wrappers, and tells which of them are still open: this is how SQLite,
-    which has no server to ask, is checked.
-    """
-
-    def __init__(self) -> None:
-        self.wrappers: list[Any] = []
-        self._lock = threading.Lock()
-        self._main = threading.get_ident()
-
-    def record(self, sender: Any, connection: Any, **kwargs: Any) -> None:
-        if threading.get_ident() != self._main:
-            with self._lock:
-                self.wrappers.append(connection)
-
-    def still_open(self, alias: str | None = None) -> int:
-        return sum(
-            1
-            for wrapper in self.wrappers
-            if wrapper.connection is not None
-            and not wrapper.closed_in_transaction
-            and (alias is None or wrapper.alias == alias)
-        )
-
-    def opened(self, alias: str | None = None) -> int:
-        return sum(1 for w in self.wrappers if alias is None or w.alias == alias)
-
-
 @pytest.fixture
 def opened_connections() -> Iterator[OpenedConnections]:
     tracker = OpenedConnections()
@@ -221,17 +138,3 @@ def opened_connections() -> Iterator[OpenedConnections]:
         yield tracker
     finally:
         connection_created.disconnect(tracker.record)
-
-
-@contextlib.contextmanager
-def database_settings(alias: str, **overrides: Any) -> Iterator[None]:
-    """Change an alias's settings for every thread (wrappers share the dict)."""
-    settings_dict = connections.settings[alias]
-    saved = {key: settings_dict.get(key) for key in overrides}
-    connections[alias].close()
-    settings_dict.update(overrides)
-    try:
-        yield
-    finally:
-        connections[alias].close()
-        settings_dict.update(saved)

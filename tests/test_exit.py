@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO_ROOT
 
 SCRIPT = textwrap.dedent(
     """
@@ -61,7 +60,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("cancel", [False, True], ids=["drain", "cancel"])
 def test_live_executor_is_shut_down_at_exit(tmp_path, cancel):
     script = SCRIPT.format(
-        root=str(ROOT), db=str(tmp_path / "exit.sqlite3"), cancel=cancel
+        root=str(REPO_ROOT), db=str(tmp_path / "exit.sqlite3"), cancel=cancel
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(

@@ -10,7 +10,7 @@ from django.db import connections
 
 from django_thread import ThreadPoolExecutor
 from testproject.jobs.models import Record
-from tests.conftest import (
+from tests.helpers import (
     database_settings,
     kill_server_connections,
     server_connection_count,

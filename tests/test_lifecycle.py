@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
 from testproject.jobs.models import Record
-from tests.conftest import database_settings, server_connection_count, wait_for
+from tests.helpers import database_settings, server_connection_count, wait_for
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from django.db import connections, transaction
 
 from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
 from testproject.jobs.models import Record
-from tests.conftest import database_settings
+from tests.helpers import database_settings
 
 
 @pytest.mark.parametrize("how", ["thread", "timer", "executor"])

@@ -1,0 +1,119 @@
+"""What tests share besides fixtures: counting and killing server connections.
+
+Fixtures and pytest hooks live in ``tests/conftest.py``; tests import these
+helpers from here, never from a conftest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from django.db import connections
+
+#: Strict mode: under CI=true an unreachable MariaDB, or any skip, fails the run.
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+#: The repository root, for tests that start a fresh interpreter on it.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_connection_count(alias: str) -> int:
+    """Connections to this test database other than the test's own."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid()"
+            )
+        else:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            )
+        return cursor.fetchone()[0]
+
+
+def kill_server_connections(alias: str) -> int:
+    """Terminate, from the server side, every other connection to the test db."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                "datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            killed = len(cursor.fetchall())
+        else:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            for pid in ids:
+                with contextlib.suppress(Exception):
+                    cursor.execute(f"KILL {int(pid)}")
+            killed = len(ids)
+    wait_for(lambda: server_connection_count(alias) == 0, "killed connections to go")
+    return killed
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Servers end a backend shortly after its client closes; poll briefly."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class OpenedConnections:
+    """Every DB-API connection Django opened in another thread during a test.
+
+    Recorded through Django's public ``connection_created`` signal, so it sees
+    real wrappers, and tells which of them are still open: this is how SQLite,
+    which has no server to ask, is checked. The ``opened_connections`` fixture
+    connects one for the length of a test.
+    """
+
+    def __init__(self) -> None:
+        self.wrappers: list[Any] = []
+        self._lock = threading.Lock()
+        self._main = threading.get_ident()
+
+    def record(self, sender: Any, connection: Any, **kwargs: Any) -> None:
+        if threading.get_ident() != self._main:
+            with self._lock:
+                self.wrappers.append(connection)
+
+    def still_open(self, alias: str | None = None) -> int:
+        return sum(
+            1
+            for wrapper in self.wrappers
+            if wrapper.connection is not None
+            and not wrapper.closed_in_transaction
+            and (alias is None or wrapper.alias == alias)
+        )
+
+    def opened(self, alias: str | None = None) -> int:
+        return sum(1 for w in self.wrappers if alias is None or w.alias == alias)
+
+
+@contextlib.contextmanager
+def database_settings(alias: str, **overrides: Any) -> Iterator[None]:
+    """Change an alias's settings for every thread (wrappers share the dict)."""
+    settings_dict = connections.settings[alias]
+    saved = {key: settings_dict.get(key) for key in overrides}
+    connections[alias].close()
+    settings_dict.update(overrides)
+    try:
+        yield
+    finally:
+        connections[alias].close()
+        settings_dict.update(saved)
