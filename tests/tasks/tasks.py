@@ -2,7 +2,7 @@
 
 They are defined once, at module level as the framework requires, against
 the ``default`` task backend: the tests point ``TASKS["default"]`` at
-``ThreadPoolBackend``, and ``tests/tasks_parity.py`` points it at
+``ThreadPoolBackend``, and ``parity_scenario.py`` points it at
 django-tasks-db's ``DatabaseBackend``, without touching this module.
 """
 

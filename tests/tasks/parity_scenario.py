@@ -1,7 +1,7 @@
 """One scenario of tasks, run through any Tasks backend, summarised comparably.
 
 The parity test runs it in-process through ``ThreadPoolBackend`` and, in a
-subprocess started as ``python -m tests.tasks_parity DB_PATH``, through
+subprocess started as ``python -m tests.tasks.parity_scenario DB_PATH``, through
 django-tasks-db's ``DatabaseBackend`` and its ``db_worker`` command on a
 fresh SQLite database. Both must summarise to the same thing: task code that
 works on the thread pool keeps working on a distributed backend.
@@ -15,7 +15,7 @@ from typing import Any
 
 PARITY_MARKER = "PARITY-RESULTS:"
 
-#: (label, task name in tests.tasks_module, args, kwargs)
+#: (label, task name in tests.tasks.tasks, args, kwargs)
 SCENARIO: list[tuple[str, str, list[Any], dict[str, Any]]] = [
     ("add", "add", [2, 3], {}),
     ("echo", "echo", [(1, 2), {1: "one", "nested": (3, 4)}, b"bytes"], {"flag": True}),
@@ -32,10 +32,10 @@ SCENARIO: list[tuple[str, str, list[Any], dict[str, Any]]] = [
 
 def run_scenario() -> dict[str, str]:
     """Enqueue every task of the scenario; their result ids by label."""
-    from tests import tasks_module
+    from tests.tasks import tasks
 
     return {
-        label: getattr(tasks_module, name).enqueue(*args, **kwargs).id
+        label: getattr(tasks, name).enqueue(*args, **kwargs).id
         for label, name, args, kwargs in SCENARIO
     }
 
@@ -62,9 +62,9 @@ def summarize(result: Any) -> dict[str, Any]:
 
 
 def summarize_all(ids: dict[str, str]) -> dict[str, dict[str, Any]]:
-    from tests import tasks_module
+    from tests.tasks import tasks
 
-    backend = tasks_module.task_backends["default"]
+    backend = tasks.task_backends["default"]
     return {label: summarize(backend.get_result(ids[label])) for label in ids}
 
 

@@ -1,0 +1,114 @@
+"""Options and system checks (django_thread.E101 to E109)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import django
+import pytest
+from django.core.checks import Error
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from tests.helpers import (
+    REPO_ROOT,
+)
+from tests.tasks import tasks as tm
+from tests.tasks.helpers import BACKEND
+
+# Workers use the database outside any test-wide transaction, so every test
+# needs a transactional one (the alias fixture narrows it, see tests/conftest.py).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+BAD_OPTIONS = [
+    ({"WROKERS": 2}, "django_thread.E102"),
+    ({"WORKERS": 0}, "django_thread.E103"),
+    ({"WORKERS": "4"}, "django_thread.E103"),
+    ({"WORKERS": True}, "django_thread.E103"),
+    ({"QUEUE_WORKERS": {"nope": 1}}, "django_thread.E104"),
+    ({"QUEUE_WORKERS": {"emails": 0}}, "django_thread.E104"),
+    ({"QUEUE_WORKERS": ["emails"]}, "django_thread.E104"),
+    ({"MAX_RESULTS": 0}, "django_thread.E105"),
+    ({"RESULT_TTL": -1}, "django_thread.E106"),
+    ({"RESULT_TTL": "1h"}, "django_thread.E106"),
+    ({"ENQUEUE_ON_COMMIT": "yes"}, "django_thread.E107"),
+    ({"DATABASE": "nope"}, "django_thread.E108"),
+]
+
+
+@pytest.mark.parametrize(("options", "check_id"), BAD_OPTIONS)
+def test_bad_options_are_check_errors(configure, options, check_id):
+    configure(**options)
+    messages = list(tm.task_backends["default"].check())
+    assert [m.id for m in messages] == [check_id]
+    assert all(isinstance(m, Error) and m.hint for m in messages)
+    with pytest.raises(ImproperlyConfigured, match=check_id):
+        tm.add.enqueue(1, 1)
+
+
+def test_options_that_are_not_a_dict_are_a_check_error():
+    with override_settings(
+        TASKS={"default": {"BACKEND": BACKEND, "OPTIONS": ["WORKERS"]}}
+    ):
+        assert [m.id for m in tm.task_backends["default"].check()] == [
+            "django_thread.E101"
+        ]
+
+
+def test_bad_options_fail_manage_py_check(configure):
+    # On Django 5.2 the backport registers its check from its AppConfig,
+    # and tests.settings does not install it: importing registers it. Not
+    # on Django 6, where its check would read a second, never reset, handler.
+    if django.VERSION < (6, 0):
+        import django_tasks.checks  # noqa: F401
+    configure(WORKERS=0)
+    with pytest.raises(SystemCheckError, match="django_thread.E103"):
+        call_command("check", databases=[])
+
+
+def test_good_options_pass_the_checks(configure):
+    configure(
+        WORKERS=2,
+        QUEUE_WORKERS={"emails": 1},
+        MAX_RESULTS=10,
+        RESULT_TTL=1.5,
+        ENQUEUE_ON_COMMIT=False,
+        DATABASE="postgres",
+    )
+    assert list(tm.task_backends["default"].check()) == []
+
+
+def test_app_must_be_installed(configure):
+    configure()
+    from django.apps import apps
+
+    installed = [
+        a for a in (c.name for c in apps.get_app_configs()) if a != "django_thread"
+    ]
+    with override_settings(INSTALLED_APPS=installed):
+        ids = [m.id for m in tm.task_backends["default"].check()]
+        assert ids == ["django_thread.E109"]
+        with pytest.raises(ImproperlyConfigured, match="INSTALLED_APPS"):
+            tm.add.enqueue(1, 1)
+
+
+def test_import_without_the_tasks_framework_says_what_to_install():
+    code = (
+        "import sys; sys.modules['django.tasks'] = None; "
+        "sys.modules['django_tasks'] = None\n"
+        "try:\n    import django_thread.tasks\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert output.startswith("ImproperlyConfigured")
+    assert "pip install django-thread[tasks]" in output
