@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from contextlib import ContextDecorator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core.cache import close_caches
@@ -35,6 +35,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connections, reset_queries
 from django.db.transaction import TransactionManagementError
+
+from django_thread.internals import (
+    forget_connection,
+    in_atomic_block,
+    initialized_connections,
+    is_connected,
+    rollback_driver_connection,
+)
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger("django_thread")
 
@@ -54,21 +65,31 @@ def ensure_app_installed() -> None:
         )
 
 
-def _initialized_connections() -> list[Any]:
-    """Connections this thread has created; never opens a new one."""
-    return connections.all(initialized_only=True)
+def _in_transaction(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a transaction is open: ``atomic()``, or autocommit turned off.
 
-
-def _in_transaction(connection: Any) -> bool:
-    if connection.connection is None:
-        return connection.in_atomic_block
+    Autocommit that differs from the alias's ``AUTOCOMMIT`` setting is the
+    same test Django's ``close_old_connections`` makes before it closes the
+    connection (and with it, rolls the transaction back).
+    """
+    if in_atomic_block(connection):
+        return True
     return (
-        connection.in_atomic_block
-        or connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
+        is_connected(connection)
+        and connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
     )
 
 
-def discard_connection(connection: Any) -> None:
+def atomic_block_open(alias: str) -> bool:
+    """Whether this thread is inside ``transaction.atomic()`` on ``alias``.
+
+    Never connects: asking the database would open a connection in the
+    caller just to learn that it is in autocommit mode.
+    """
+    return in_atomic_block(connections[alias])
+
+
+def discard_connection(connection: BaseDatabaseWrapper) -> None:
     """Roll back and throw away a connection whose transaction was leaked.
 
     ``BaseDatabaseWrapper.close()`` inside an atomic block closes the socket
@@ -77,23 +98,23 @@ def discard_connection(connection: Any) -> None:
     pooled connection goes back to the pool), and drop the wrapper from this
     thread's handler so the next query builds a fresh one.
     """
-    raw = connection.connection
-    if raw is not None:
-        try:
-            raw.rollback()
-        except Exception:
-            logger.debug("Rollback of leaked transaction failed", exc_info=True)
+    try:
+        rollback_driver_connection(connection)
+    except Exception:
+        logger.debug("Rollback of leaked transaction failed", exc_info=True)
     try:
         connection.close()
     except Exception:
         logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
-    del connections[connection.alias]
+    forget_connection(connection.alias)
 
 
-def discard_leaked_transactions(opened: list[Any] | None = None) -> list[str]:
+def discard_leaked_transactions(
+    opened: list[BaseDatabaseWrapper] | None = None,
+) -> list[str]:
     """Roll back every transaction a unit left open; return the aliases."""
     leaked = []
-    for connection in _initialized_connections() if opened is None else opened:
+    for connection in initialized_connections() if opened is None else opened:
         try:
             is_leaked = _in_transaction(connection)
         except Exception:
@@ -112,17 +133,13 @@ def close_thread_connections() -> None:
     collector happens to break the wrapper's reference cycles.
     """
     discard_leaked_transactions()
-    for connection in _initialized_connections():
+    for connection in initialized_connections():
         try:
             connection.close()
         except Exception:
             logger.warning(
                 "Closing connection %r failed", connection.alias, exc_info=True
             )
-
-
-def _in_caller_atomic_block() -> list[str]:
-    return [c.alias for c in _initialized_connections() if c.in_atomic_block]
 
 
 def send_robustly(signal: Any, sender: Any, about: str, **named: Any) -> None:
@@ -163,7 +180,7 @@ def finish_unit(sender: Any, failed: bool) -> None:
     """What Django does when a response is done, plus what it cannot repair."""
     from django_thread.conf import settings
 
-    opened = _initialized_connections()
+    opened = initialized_connections()
     leaked = discard_leaked_transactions(opened) if opened else None
     if leaked:
         logger.warning(
@@ -179,7 +196,7 @@ def finish_unit(sender: Any, failed: bool) -> None:
         _run_direct_cleanup(close_caches)
     if failed and settings.DJANGO_THREAD_CLOSE_ON_ERROR:
         # A connection may be mid-protocol after an interrupted query.
-        for connection in _initialized_connections():
+        for connection in initialized_connections():
             try:
                 connection.close()
             except Exception:
@@ -242,7 +259,9 @@ class unit_of_work(ContextDecorator):
         depth = getattr(_scope, "depth", 0)
         if depth == 0:
             ensure_app_installed()
-            in_atomic = _in_caller_atomic_block()
+            in_atomic = [
+                c.alias for c in initialized_connections() if in_atomic_block(c)
+            ]
             if in_atomic:
                 raise TransactionManagementError(
                     "unit_of_work() cannot start inside transaction.atomic() "
