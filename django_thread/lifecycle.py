@@ -142,6 +142,35 @@ def close_thread_connections() -> None:
             )
 
 
+def _refuse_inside_caller_transaction() -> None:
+    """Raise rather than let a unit's cleanup end the caller's transaction.
+
+    A unit that starts in the caller's own thread runs ``request_started``,
+    whose ``close_old_connections`` closes a connection inside an open
+    ``atomic()`` block, and closes (so rolls back) one whose autocommit was
+    turned off with rows written, silently. Both are refused before
+    anything runs; units on threads django_thread starts never need this.
+    """
+    opened = initialized_connections()
+    in_atomic = [c.alias for c in opened if in_atomic_block(c)]
+    if in_atomic:
+        raise TransactionManagementError(
+            "unit_of_work() cannot start inside transaction.atomic() "
+            f"(open on {', '.join(map(repr, in_atomic))}): its cleanup "
+            "would close the enclosing transaction. Start the unit "
+            "outside the atomic block."
+        )
+    manual = [c.alias for c in opened if _in_transaction(c)]
+    if manual:
+        raise TransactionManagementError(
+            "unit_of_work() cannot start while autocommit is off "
+            f"(transaction.set_autocommit(False) on {', '.join(map(repr, manual))}): "
+            "its cleanup would close the connection and roll the open "
+            "transaction back. Commit or roll back and turn autocommit on "
+            "again before starting the unit."
+        )
+
+
 def send_robustly(signal: Any, sender: Any, about: str, **named: Any) -> None:
     """Send robustly: one failing receiver must not stop cleanup or the job.
 
@@ -247,9 +276,10 @@ class unit_of_work(ContextDecorator):
 
     or as a decorator, ``@unit_of_work()``. A unit nested in another unit on
     the same thread is part of the outer one and does nothing of its own.
-    Entering a unit while this thread is inside ``transaction.atomic()``
-    raises ``TransactionManagementError``: the cleanup would otherwise close
-    or roll back the caller's transaction.
+    Entering a unit while this thread has a transaction open (inside
+    ``transaction.atomic()``, or with autocommit turned off) raises
+    ``TransactionManagementError``: the cleanup would otherwise close or
+    roll back the caller's transaction.
     """
 
     def __init__(self, sender: Any = None) -> None:
@@ -259,16 +289,7 @@ class unit_of_work(ContextDecorator):
         depth = getattr(_scope, "depth", 0)
         if depth == 0:
             ensure_app_installed()
-            in_atomic = [
-                c.alias for c in initialized_connections() if in_atomic_block(c)
-            ]
-            if in_atomic:
-                raise TransactionManagementError(
-                    "unit_of_work() cannot start inside transaction.atomic() "
-                    f"(open on {', '.join(map(repr, in_atomic))}): its cleanup "
-                    "would close the enclosing transaction. Start the unit "
-                    "outside the atomic block."
-                )
+            _refuse_inside_caller_transaction()
             start_unit(self.sender)
         _scope.depth = depth + 1
         return self
