@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ContextDecorator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.apps import apps
 from django.core.cache import close_caches
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger("django_thread")
+
+_R = TypeVar("_R")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _scope = threading.local()
 
@@ -234,22 +237,23 @@ def finish_unit(sender: Any, failed: bool) -> None:
 
 def run_unit(
     sender: Any,
-    fn: Callable[..., Any],
-    args: Any = (),
-    kwargs: Any = None,
+    fn: Callable[..., _R],
+    args: Iterable[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
     *,
-    nests: bool = True,
-) -> Any:
+    absorb_inner_units: bool = True,
+) -> _R:
     """``fn(*args, **kwargs)`` as one unit, on a thread django_thread owns.
 
     The fast path for threads and executor workers: their constructors
     already checked that the app is installed, and a new thread or a worker
-    between units is never inside a caller's ``atomic()``, so the checks
-    :class:`unit_of_work` makes for foreign threads are skipped. With
-    ``nests=False`` (a whole ``Thread.run()``), ``unit_of_work`` blocks
-    inside ``fn`` stay units of their own, one per loop iteration.
+    between units is never inside a caller's transaction, so the checks
+    :func:`unit_of_work` makes for foreign threads are skipped.
+    ``unit_of_work`` blocks inside ``fn`` are absorbed into this unit (they
+    do nothing of their own), unless ``absorb_inner_units=False``: a whole
+    ``Thread.run()`` passes that, so that each loop iteration can be a unit.
     """
-    if nests:
+    if absorb_inner_units:
         _scope.depth = 1
     failed = True
     start_unit(sender)
@@ -258,34 +262,22 @@ def run_unit(
         failed = False
         return result
     finally:
-        if nests:
+        if absorb_inner_units:
             _scope.depth = 0
         finish_unit(sender, failed=failed)
 
 
-class unit_of_work(ContextDecorator):
-    """Run a block as one unit of work: Django's request lifecycle around it.
+class UnitOfWork(ContextDecorator):
+    """What :func:`unit_of_work` returns: the unit as a context manager.
 
-    Use it where django_thread does not create the thread: the loop body of
-    a long-running :class:`~django_thread.Thread` (one unit per iteration),
-    a function run by asyncio's default executor, a third-party pool::
-
-        while not stopping.is_set():
-            with unit_of_work():
-                process_next_batch()
-
-    or as a decorator, ``@unit_of_work()``. A unit nested in another unit on
-    the same thread is part of the outer one and does nothing of its own.
-    Entering a unit while this thread has a transaction open (inside
-    ``transaction.atomic()``, or with autocommit turned off) raises
-    ``TransactionManagementError``: the cleanup would otherwise close or
-    roll back the caller's transaction.
+    One instance may be entered by several threads at once (a decorated
+    function is): the nesting depth is per thread, never on the instance.
     """
 
     def __init__(self, sender: Any = None) -> None:
         self.sender = sender if sender is not None else unit_of_work
 
-    def __enter__(self) -> unit_of_work:
+    def __enter__(self) -> UnitOfWork:
         depth = getattr(_scope, "depth", 0)
         if depth == 0:
             ensure_app_installed()
@@ -303,3 +295,42 @@ class unit_of_work(ContextDecorator):
         _scope.depth -= 1
         if _scope.depth == 0:
             finish_unit(self.sender, failed=exc_type is not None)
+
+
+@overload
+def unit_of_work(func: _F, /) -> _F: ...
+
+
+@overload
+def unit_of_work(*, sender: Any = None) -> UnitOfWork: ...
+
+
+def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitOfWork:
+    """Run a block as one unit of work: Django's request lifecycle around it.
+
+    Use it where django_thread does not create the thread: the loop body of
+    a long-running :class:`~django_thread.Thread` (one unit per iteration),
+    a function run by asyncio's default executor, a third-party pool::
+
+        while not stopping.is_set():
+            with unit_of_work():
+                process_next_batch()
+
+    or as a decorator, with or without parentheses, as
+    ``transaction.atomic`` is: ``@unit_of_work`` or ``@unit_of_work()``.
+    ``sender`` is the ``sender`` of the request signals (default:
+    ``unit_of_work`` itself). A unit nested in another unit on the same
+    thread is part of the outer one and does nothing of its own. Entering a
+    unit while this thread has a transaction open (inside
+    ``transaction.atomic()``, or with autocommit turned off) raises
+    ``TransactionManagementError``: the cleanup would otherwise close or
+    roll back the caller's transaction.
+    """
+    if func is None:
+        return UnitOfWork(sender)
+    if not callable(func):
+        raise TypeError(
+            f"unit_of_work() takes a function to decorate, not {func!r}; "
+            "pass a sender by keyword: unit_of_work(sender=...)"
+        )
+    return UnitOfWork(sender)(func)

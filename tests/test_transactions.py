@@ -166,10 +166,14 @@ def called_decorator(body):
     unit_of_work()(body)()
 
 
+def bare_decorator(body):
+    unit_of_work(body)()
+
+
 @pytest.mark.parametrize(
     "enter",
-    [with_block, called_decorator],
-    ids=["with", "decorator()"],
+    [with_block, called_decorator, bare_decorator],
+    ids=["with", "decorator()", "decorator"],
 )
 def test_unit_of_work_with_autocommit_off_is_refused_and_keeps_the_rows(alias, enter):
     ran = []
