@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ContextDecorator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.apps import apps
 from django.core.cache import close_caches
@@ -36,7 +36,21 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connections, reset_queries
 from django.db.transaction import TransactionManagementError
 
+from django_thread.internals import (
+    forget_connection,
+    in_atomic_block,
+    initialized_connections,
+    is_connected,
+    rollback_driver_connection,
+)
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
 logger = logging.getLogger("django_thread")
+
+_R = TypeVar("_R")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _scope = threading.local()
 
@@ -54,21 +68,31 @@ def ensure_app_installed() -> None:
         )
 
 
-def _initialized_connections() -> list[Any]:
-    """Connections this thread has created; never opens a new one."""
-    return connections.all(initialized_only=True)
+def _in_transaction(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a transaction is open: ``atomic()``, or autocommit turned off.
 
-
-def _in_transaction(connection: Any) -> bool:
-    if connection.connection is None:
-        return connection.in_atomic_block
+    Autocommit that differs from the alias's ``AUTOCOMMIT`` setting is the
+    same test Django's ``close_old_connections`` makes before it closes the
+    connection (and with it, rolls the transaction back).
+    """
+    if in_atomic_block(connection):
+        return True
     return (
-        connection.in_atomic_block
-        or connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
+        is_connected(connection)
+        and connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
     )
 
 
-def discard_connection(connection: Any) -> None:
+def atomic_block_open(alias: str) -> bool:
+    """Whether this thread is inside ``transaction.atomic()`` on ``alias``.
+
+    Never connects: asking the database would open a connection in the
+    caller just to learn that it is in autocommit mode.
+    """
+    return in_atomic_block(connections[alias])
+
+
+def discard_connection(connection: BaseDatabaseWrapper) -> None:
     """Roll back and throw away a connection whose transaction was leaked.
 
     ``BaseDatabaseWrapper.close()`` inside an atomic block closes the socket
@@ -77,23 +101,23 @@ def discard_connection(connection: Any) -> None:
     pooled connection goes back to the pool), and drop the wrapper from this
     thread's handler so the next query builds a fresh one.
     """
-    raw = connection.connection
-    if raw is not None:
-        try:
-            raw.rollback()
-        except Exception:
-            logger.debug("Rollback of leaked transaction failed", exc_info=True)
+    try:
+        rollback_driver_connection(connection)
+    except Exception:
+        logger.debug("Rollback of leaked transaction failed", exc_info=True)
     try:
         connection.close()
     except Exception:
         logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
-    del connections[connection.alias]
+    forget_connection(connection.alias)
 
 
-def discard_leaked_transactions(opened: list[Any] | None = None) -> list[str]:
+def discard_leaked_transactions(
+    opened: list[BaseDatabaseWrapper] | None = None,
+) -> list[str]:
     """Roll back every transaction a unit left open; return the aliases."""
     leaked = []
-    for connection in _initialized_connections() if opened is None else opened:
+    for connection in initialized_connections() if opened is None else opened:
         try:
             is_leaked = _in_transaction(connection)
         except Exception:
@@ -112,7 +136,7 @@ def close_thread_connections() -> None:
     collector happens to break the wrapper's reference cycles.
     """
     discard_leaked_transactions()
-    for connection in _initialized_connections():
+    for connection in initialized_connections():
         try:
             connection.close()
         except Exception:
@@ -121,8 +145,33 @@ def close_thread_connections() -> None:
             )
 
 
-def _in_caller_atomic_block() -> list[str]:
-    return [c.alias for c in _initialized_connections() if c.in_atomic_block]
+def _refuse_inside_caller_transaction() -> None:
+    """Raise rather than let a unit's cleanup end the caller's transaction.
+
+    A unit that starts in the caller's own thread runs ``request_started``,
+    whose ``close_old_connections`` closes a connection inside an open
+    ``atomic()`` block, and closes (so rolls back) one whose autocommit was
+    turned off with rows written, silently. Both are refused before
+    anything runs; units on threads django_thread starts never need this.
+    """
+    opened = initialized_connections()
+    in_atomic = [c.alias for c in opened if in_atomic_block(c)]
+    if in_atomic:
+        raise TransactionManagementError(
+            "unit_of_work() cannot start inside transaction.atomic() "
+            f"(open on {', '.join(map(repr, in_atomic))}): its cleanup "
+            "would close the enclosing transaction. Start the unit "
+            "outside the atomic block."
+        )
+    manual = [c.alias for c in opened if _in_transaction(c)]
+    if manual:
+        raise TransactionManagementError(
+            "unit_of_work() cannot start while autocommit is off "
+            f"(transaction.set_autocommit(False) on {', '.join(map(repr, manual))}): "
+            "its cleanup would close the connection and roll the open "
+            "transaction back. Commit or roll back and turn autocommit on "
+            "again before starting the unit."
+        )
 
 
 def send_robustly(signal: Any, sender: Any, about: str, **named: Any) -> None:
@@ -163,7 +212,7 @@ def finish_unit(sender: Any, failed: bool) -> None:
     """What Django does when a response is done, plus what it cannot repair."""
     from django_thread.conf import settings
 
-    opened = _initialized_connections()
+    opened = initialized_connections()
     leaked = discard_leaked_transactions(opened) if opened else None
     if leaked:
         logger.warning(
@@ -179,7 +228,7 @@ def finish_unit(sender: Any, failed: bool) -> None:
         _run_direct_cleanup(close_caches)
     if failed and settings.DJANGO_THREAD_CLOSE_ON_ERROR:
         # A connection may be mid-protocol after an interrupted query.
-        for connection in _initialized_connections():
+        for connection in initialized_connections():
             try:
                 connection.close()
             except Exception:
@@ -188,22 +237,23 @@ def finish_unit(sender: Any, failed: bool) -> None:
 
 def run_unit(
     sender: Any,
-    fn: Callable[..., Any],
-    args: Any = (),
-    kwargs: Any = None,
+    fn: Callable[..., _R],
+    args: Iterable[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
     *,
-    nests: bool = True,
-) -> Any:
+    absorb_inner_units: bool = True,
+) -> _R:
     """``fn(*args, **kwargs)`` as one unit, on a thread django_thread owns.
 
     The fast path for threads and executor workers: their constructors
     already checked that the app is installed, and a new thread or a worker
-    between units is never inside a caller's ``atomic()``, so the checks
-    :class:`unit_of_work` makes for foreign threads are skipped. With
-    ``nests=False`` (a whole ``Thread.run()``), ``unit_of_work`` blocks
-    inside ``fn`` stay units of their own, one per loop iteration.
+    between units is never inside a caller's transaction, so the checks
+    :func:`unit_of_work` makes for foreign threads are skipped.
+    ``unit_of_work`` blocks inside ``fn`` are absorbed into this unit (they
+    do nothing of their own), unless ``absorb_inner_units=False``: a whole
+    ``Thread.run()`` passes that, so that each loop iteration can be a unit.
     """
-    if nests:
+    if absorb_inner_units:
         _scope.depth = 1
     failed = True
     start_unit(sender)
@@ -212,44 +262,26 @@ def run_unit(
         failed = False
         return result
     finally:
-        if nests:
+        if absorb_inner_units:
             _scope.depth = 0
         finish_unit(sender, failed=failed)
 
 
-class unit_of_work(ContextDecorator):
-    """Run a block as one unit of work: Django's request lifecycle around it.
+class UnitOfWork(ContextDecorator):
+    """What :func:`unit_of_work` returns: the unit as a context manager.
 
-    Use it where django_thread does not create the thread: the loop body of
-    a long-running :class:`~django_thread.Thread` (one unit per iteration),
-    a function run by asyncio's default executor, a third-party pool::
-
-        while not stopping.is_set():
-            with unit_of_work():
-                process_next_batch()
-
-    or as a decorator, ``@unit_of_work()``. A unit nested in another unit on
-    the same thread is part of the outer one and does nothing of its own.
-    Entering a unit while this thread is inside ``transaction.atomic()``
-    raises ``TransactionManagementError``: the cleanup would otherwise close
-    or roll back the caller's transaction.
+    One instance may be entered by several threads at once (a decorated
+    function is): the nesting depth is per thread, never on the instance.
     """
 
     def __init__(self, sender: Any = None) -> None:
         self.sender = sender if sender is not None else unit_of_work
 
-    def __enter__(self) -> unit_of_work:
+    def __enter__(self) -> UnitOfWork:
         depth = getattr(_scope, "depth", 0)
         if depth == 0:
             ensure_app_installed()
-            in_atomic = _in_caller_atomic_block()
-            if in_atomic:
-                raise TransactionManagementError(
-                    "unit_of_work() cannot start inside transaction.atomic() "
-                    f"(open on {', '.join(map(repr, in_atomic))}): its cleanup "
-                    "would close the enclosing transaction. Start the unit "
-                    "outside the atomic block."
-                )
+            _refuse_inside_caller_transaction()
             start_unit(self.sender)
         _scope.depth = depth + 1
         return self
@@ -263,3 +295,42 @@ class unit_of_work(ContextDecorator):
         _scope.depth -= 1
         if _scope.depth == 0:
             finish_unit(self.sender, failed=exc_type is not None)
+
+
+@overload
+def unit_of_work(func: _F, /) -> _F: ...
+
+
+@overload
+def unit_of_work(*, sender: Any = None) -> UnitOfWork: ...
+
+
+def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitOfWork:
+    """Run a block as one unit of work: Django's request lifecycle around it.
+
+    Use it where django_thread does not create the thread: the loop body of
+    a long-running :class:`~django_thread.Thread` (one unit per iteration),
+    a function run by asyncio's default executor, a third-party pool::
+
+        while not stopping.is_set():
+            with unit_of_work():
+                process_next_batch()
+
+    or as a decorator, with or without parentheses, as
+    ``transaction.atomic`` is: ``@unit_of_work`` or ``@unit_of_work()``.
+    ``sender`` is the ``sender`` of the request signals (default:
+    ``unit_of_work`` itself). A unit nested in another unit on the same
+    thread is part of the outer one and does nothing of its own. Entering a
+    unit while this thread has a transaction open (inside
+    ``transaction.atomic()``, or with autocommit turned off) raises
+    ``TransactionManagementError``: the cleanup would otherwise close or
+    roll back the caller's transaction.
+    """
+    if func is None:
+        return UnitOfWork(sender)
+    if not callable(func):
+        raise TypeError(
+            f"unit_of_work() takes a function to decorate, not {func!r}; "
+            "pass a sender by keyword: unit_of_work(sender=...)"
+        )
+    return UnitOfWork(sender)(func)

@@ -36,7 +36,7 @@ def run_thread_body(
     long-running ``run()`` can make each loop iteration a unit of its own.
     """
     try:
-        call_in(snapshot, partial(run_unit, nests=False), sender, run)
+        call_in(snapshot, partial(run_unit, absorb_inner_units=False), sender, run)
     finally:
         # The thread is ending: no later unit can reuse its connections.
         close_thread_connections()

@@ -288,3 +288,76 @@ def test_unit_of_work_in_a_plain_thread(alias, opened_connections):
         plain.join()
     assert results == [0]
     assert opened_connections.still_open() == 0
+
+
+class Consumer:
+    """A sender of one's own, as a queue consumer would pass."""
+
+
+@pytest.mark.parametrize(
+    ("form", "sender"),
+    [("bare", unit_of_work), ("called", unit_of_work), ("sender", Consumer)],
+    ids=["@unit_of_work", "@unit_of_work()", "@unit_of_work(sender=)"],
+)
+def test_unit_of_work_decorator_runs_the_function_as_one_unit(
+    alias, opened_connections, form, sender
+):
+    events = []
+    seen_inside = []
+
+    def job(name, *, value):
+        """Writes a row."""
+        Record.objects.using(alias).create(name=name, value=value)
+        seen_inside.append(connections[alias].connection is not None)
+        return value * 2
+
+    if form == "bare":
+        decorated = unit_of_work(job)
+    elif form == "called":
+        decorated = unit_of_work()(job)
+    else:
+        decorated = unit_of_work(sender=Consumer)(job)
+    assert decorated.__name__ == "job"
+    assert decorated.__doc__ == "Writes a row."
+
+    def record(signal_name):
+        return lambda sender, **kwargs: events.append((signal_name, sender))
+
+    results = []
+    with (
+        database_settings(alias, CONN_MAX_AGE=0),
+        connected(request_started, record("started")),
+        connected(request_finished, record("finished")),
+    ):
+        plain = threading.Thread(
+            target=lambda: results.append(
+                (decorated("row", value=21), connections[alias].connection)
+            )
+        )
+        plain.start()
+        plain.join()
+    assert results == [(42, None)]  # it ran, and the unit closed its connection
+    assert seen_inside == [True]
+    assert events == [("started", sender), ("finished", sender)]
+    assert Record.objects.using(alias).get().value == 21
+    assert opened_connections.opened(alias) >= 1
+    assert opened_connections.still_open() == 0
+
+
+def test_bare_unit_of_work_decorator_stays_transparent_when_nested(alias):
+    """Decorated without parentheses, a function called inside a unit joins it."""
+    starts = []
+
+    @unit_of_work
+    def inner():
+        return Record.objects.using(alias).count()
+
+    with connected(request_started, lambda sender, **kwargs: starts.append(sender)):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            assert executor.submit(inner).result() == 0
+    assert starts == [ThreadPoolExecutor]
+
+
+def test_unit_of_work_refuses_a_positional_non_callable():
+    with pytest.raises(TypeError, match="sender=..."):
+        unit_of_work("a sender")  # type: ignore[call-overload]

@@ -134,3 +134,93 @@ def test_atomic_inside_a_unit_commits_normally(alias):
     with ThreadPoolExecutor(max_workers=1) as executor:
         executor.submit(job).result()
     assert Record.objects.using(alias).count() == 2
+
+
+def open_manual_transaction(alias):
+    """What a caller does by hand: autocommit off, rows written, not committed."""
+    transaction.set_autocommit(False, using=alias)
+    Record.objects.using(alias).create(name="manual")
+    return backend_pid(alias)
+
+
+def backend_pid(alias):
+    """The server's id for this thread's connection (the object for SQLite)."""
+    connection = connections[alias]
+    if connection.vendor == "sqlite":
+        return id(connection.connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_backend_pid()"
+            if connection.vendor == "postgresql"
+            else "SELECT CONNECTION_ID()"
+        )
+        return cursor.fetchone()[0]
+
+
+def with_block(body):
+    with unit_of_work():
+        body()
+
+
+def called_decorator(body):
+    unit_of_work()(body)()
+
+
+def bare_decorator(body):
+    unit_of_work(body)()
+
+
+@pytest.mark.parametrize(
+    "enter",
+    [with_block, called_decorator, bare_decorator],
+    ids=["with", "decorator()", "decorator"],
+)
+def test_unit_of_work_with_autocommit_off_is_refused_and_keeps_the_rows(alias, enter):
+    ran = []
+    try:
+        before = open_manual_transaction(alias)
+        with pytest.raises(
+            transaction.TransactionManagementError, match="autocommit is off"
+        ):
+            enter(lambda: ran.append(True))
+        assert ran == []
+        # The same connection, still in the caller's transaction.
+        assert backend_pid(alias) == before
+        assert not transaction.get_autocommit(using=alias)
+        Record.objects.using(alias).create(name="manual-2")
+        transaction.commit(using=alias)
+    finally:
+        transaction.rollback(using=alias)
+        transaction.set_autocommit(True, using=alias)
+    names = sorted(Record.objects.using(alias).values_list("name", flat=True))
+    assert names == ["manual", "manual-2"]
+    # Back in autocommit, the same unit starts.
+    enter(lambda: ran.append(True))
+    assert ran == [True]
+
+
+def test_autocommit_off_in_a_thread_loop_is_refused_not_rolled_back(alias):
+    """A long-running thread's loop body gets the same protection."""
+    outcome = []
+
+    class Loop(Thread):
+        def run(self):
+            transaction.set_autocommit(False, using=alias)
+            try:
+                Record.objects.using(alias).create(name="manual")
+                try:
+                    with unit_of_work():
+                        outcome.append("ran")
+                except transaction.TransactionManagementError:
+                    outcome.append("refused")
+                transaction.commit(using=alias)
+            finally:
+                transaction.set_autocommit(True, using=alias)
+
+    loop = Loop()
+    loop.start()
+    loop.join()
+    assert outcome == ["refused"]
+    assert list(Record.objects.using(alias).values_list("name", flat=True)) == [
+        "manual"
+    ]

@@ -8,6 +8,7 @@ from typing import Any
 from django.core import checks
 from django.db import transaction
 
+from django_thread.lifecycle import atomic_block_open
 from django_thread.tasks.compat import (
     BaseTaskBackend,
     TaskResult,
@@ -72,13 +73,10 @@ class ThreadPoolBackend(BaseTaskBackend):
         returned = _copy_result(result)
         job = _Job(result, payload)
         database = pool.options.database
-        # in_atomic_block, not on_commit() alone: outside a transaction
+        # atomic_block_open(), not on_commit() alone: outside a transaction
         # on_commit() would open a connection in the caller just to learn
         # that it is in autocommit mode.
-        if (
-            pool.options.enqueue_on_commit
-            and transaction.get_connection(database).in_atomic_block
-        ):
+        if pool.options.enqueue_on_commit and atomic_block_open(database):
             # The pool is looked up at commit time, in case TASKS changed.
             # robust: the caller's data is committed by then, so a failure is
             # logged (by Django) rather than raised past their other hooks.

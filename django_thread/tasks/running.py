@@ -10,6 +10,7 @@ from typing import Any
 from django.dispatch import Signal
 from django.utils import timezone
 
+from django_thread.internals import set_task_return_value
 from django_thread.lifecycle import run_unit, send_robustly
 from django_thread.tasks.compat import (
     TaskContext,
@@ -86,7 +87,7 @@ def _call_task(sender: Any, result: TaskResult, payload: str) -> bool:
         _send_from_worker(task_finished, sender, result)
         return False
     _update(result, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now())
-    object.__setattr__(result, "_return_value", return_value)  # see _copy_result
+    set_task_return_value(result, return_value)
     _send_from_worker(task_finished, sender, result)
     return True
 

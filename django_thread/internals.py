@@ -1,0 +1,72 @@
+"""Every Django and CPython internal that django_thread relies on, one helper each.
+
+Where a public API serves, the package uses it. Where none does, the
+private name is used in exactly one function below, never elsewhere, with a
+comment naming the versions it was checked on. ``tests/test_internals.py``
+runs each helper on every supported Python and Django, so that a change in
+either fails there, by name, instead of deep inside a worker. The private
+attributes of ``concurrent.futures.ThreadPoolExecutor`` that the executor
+keeps for parity belong here too, next to these.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+
+def initialized_connections() -> list[BaseDatabaseWrapper]:
+    """This thread's connection wrappers, without creating any new one."""
+    # ConnectionHandler.all(initialized_only=True) is undocumented; Django's
+    # own close_old_connections() uses it. Checked on Django 5.2, 6.0, 6.1.
+    return connections.all(initialized_only=True)
+
+
+def is_connected(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the wrapper holds an open DB-API connection, without opening one."""
+    # BaseDatabaseWrapper.connection is None while closed; every public way
+    # to ask (get_autocommit(), is_usable(), a cursor) connects first.
+    # Checked on Django 5.2, 6.0, 6.1.
+    return connection.connection is not None
+
+
+def in_atomic_block(connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``transaction.atomic()`` is open on this thread's wrapper."""
+    # BaseDatabaseWrapper.in_atomic_block is undocumented (so is
+    # transaction.get_connection(), "a private API"); it is what atomic()
+    # itself reads, and reading it never connects. Checked on Django 5.2,
+    # 6.0, 6.1.
+    return bool(connection.in_atomic_block)
+
+
+def rollback_driver_connection(connection: BaseDatabaseWrapper) -> None:
+    """Roll back on the DB-API connection, past the wrapper's atomic() guard.
+
+    ``BaseDatabaseWrapper.rollback()`` refuses to run inside an atomic
+    block, which is exactly the state of a leaked one.
+    """
+    # BaseDatabaseWrapper.connection, see is_connected(). Checked on Django
+    # 5.2, 6.0, 6.1 with sqlite3, psycopg 3 and mysqlclient.
+    raw = connection.connection
+    if raw is not None:
+        raw.rollback()
+
+
+def forget_connection(alias: str) -> None:
+    """Drop this thread's wrapper for ``alias``; the next access builds a new one."""
+    # ConnectionHandler.__delitem__ deletes the wrapper from the handler's
+    # thread-local storage; undocumented. Checked on Django 5.2, 6.0, 6.1.
+    del connections[alias]
+
+
+def set_task_return_value(result: Any, value: Any) -> None:
+    """Store a task's return value on its frozen ``TaskResult``."""
+    # TaskResult._return_value is a private field (init=False) of a frozen
+    # dataclass, read by the public return_value property; Django's own
+    # ImmediateBackend writes it the same way. Checked on Django 6.0, 6.1 and
+    # on Django 5.2 with django-tasks 0.12.
+    object.__setattr__(result, "_return_value", value)

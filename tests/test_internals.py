@@ -1,0 +1,134 @@
+"""Each Django internal django_thread relies on still behaves as the package assumes.
+
+One test per helper of ``django_thread.internals``, run on real databases in
+a thread of its own (its connections are its own), so that the matrix over
+Python and Django versions names the internal that changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections, transaction
+
+from django_thread import internals
+from django_thread.tasks.compat import TaskResult, TaskResultStatus
+from testproject.jobs.models import Record
+from tests import tasks_module
+
+
+def in_a_new_thread(body: Callable[[], Any]) -> Any:
+    """Run ``body`` in a fresh thread, closing whatever it opened; return its result."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = body()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_initialized_connections_lists_only_what_this_thread_created(alias):
+    def body():
+        before = internals.initialized_connections()
+        connections[alias].ensure_connection()
+        after = internals.initialized_connections()
+        return (
+            before,
+            [c.alias for c in after],
+            [c.alias for c in internals.initialized_connections()],
+        )
+
+    before, after, again = in_a_new_thread(body)
+    assert before == []
+    assert after == again == [alias]
+
+
+def test_is_connected_follows_open_and_close_without_connecting(alias):
+    def body():
+        connection = connections[alias]
+        states = [internals.is_connected(connection)]
+        states.append(internals.is_connected(connection))  # asking did not connect
+        connection.ensure_connection()
+        states.append(internals.is_connected(connection))
+        connection.close()
+        states.append(internals.is_connected(connection))
+        return states
+
+    assert in_a_new_thread(body) == [False, False, True, False]
+
+
+def test_in_atomic_block_is_true_only_inside_atomic(alias):
+    def body():
+        connection = connections[alias]
+        states = [internals.in_atomic_block(connection)]
+        with transaction.atomic(using=alias):
+            states.append(internals.in_atomic_block(connection))
+        states.append(internals.in_atomic_block(connection))
+        return states
+
+    assert in_a_new_thread(body) == [False, True, False]
+
+
+def test_rollback_driver_connection_undoes_a_leaked_atomic_block(alias):
+    def body():
+        transaction.atomic(using=alias).__enter__()  # leaked on purpose
+        Record.objects.using(alias).create(name="leaked")
+        connection = connections[alias]
+        internals.rollback_driver_connection(connection)
+        connection.close()
+        internals.forget_connection(alias)
+
+    in_a_new_thread(body)
+    assert not Record.objects.using(alias).filter(name="leaked").exists()
+
+
+def test_rollback_driver_connection_is_a_no_op_when_closed(alias):
+    def body():
+        internals.rollback_driver_connection(connections[alias])
+        return internals.is_connected(connections[alias])
+
+    assert in_a_new_thread(body) is False
+
+
+def test_forget_connection_makes_the_next_access_build_a_new_wrapper(alias):
+    def body():
+        first = connections[alias]
+        internals.forget_connection(alias)
+        listed = internals.initialized_connections()
+        second = connections[alias]
+        return first is second, listed
+
+    same, listed = in_a_new_thread(body)
+    assert same is False
+    assert listed == []
+
+
+def test_set_task_return_value_is_what_return_value_reads():
+    result = TaskResult(
+        task=tasks_module.add,
+        id="an-id",
+        status=TaskResultStatus.SUCCESSFUL,
+        enqueued_at=None,
+        started_at=None,
+        last_attempted_at=None,
+        finished_at=None,
+        args=[1, 2],
+        kwargs={},
+        backend="default",
+        errors=[],
+        worker_ids=[],
+    )
+    internals.set_task_return_value(result, {"sum": 3})
+    assert result.return_value == {"sum": 3}
