@@ -16,7 +16,7 @@ from django.db import connections, transaction
 from django_thread import internals
 from django_thread.tasks.compat import TaskResult, TaskResultStatus
 from testproject.jobs.models import Record
-from tests import tasks_module
+from tests.tasks import tasks as tasks_module
 
 
 def in_a_new_thread(body: Callable[[], Any]) -> Any:
