@@ -115,4 +115,4 @@ class ThreadPoolBackend(BaseTaskBackend):
         return messages
 
     def _pool(self) -> Pool:
-        return pool_for(self.alias, self.options, self.queues, ThreadPoolBackend)
+        return pool_for(self.alias, self.options, self.queues, type(self))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from django_thread.tasks import ThreadPoolBackend
 from tests.tasks import tasks as tm
@@ -41,3 +42,19 @@ def test_failing_signal_receiver_does_not_stop_the_task(backend):
     finally:
         tm.task_started.disconnect(broken)
     assert result.return_value == 7
+
+
+class ProjectBackend(ThreadPoolBackend):
+    """A project's own subclass, as receivers filtering on sender would see it."""
+
+
+def test_a_subclass_of_the_backend_is_the_sender_of_its_task_signals():
+    path = f"{__name__}.{ProjectBackend.__qualname__}"
+    with override_settings(
+        TASKS={"default": {"BACKEND": path, "QUEUES": ["default"], "OPTIONS": {}}}
+    ):
+        with recorded_signals() as events:
+            result = finished(tm.add.enqueue(2, 2))
+    mine = [event for event in events if event[2] == result.id]
+    assert [name for name, *_ in mine] == ["enqueued", "started", "finished"]
+    assert all(sender is ProjectBackend for _, sender, *_ in mine)
