@@ -1,26 +1,40 @@
-"""``manage.py demo``: the same jobs through the standard pool and django_thread's.
+"""``manage.py demo``: every failure django_thread fixes, side by side.
 
-Each pool runs ten jobs on a single worker, so their order, and which worker
-inherits what, is deterministic. Every job writes a ``Record``; the fifth one
-also enters ``transaction.atomic()`` and never leaves it, a bug that Django's
-request cleanup would contain in a view but that nothing contains in a plain
-thread pool. The table shows what each pool made of it: jobs that returned
-or raised, rows really committed, and worker connections still open after
-``shutdown(wait=True)``.
+The same jobs run three ways: through ``concurrent.futures`` as they are,
+through ``concurrent.futures`` with the usual hand-written fix
+(``close_old_connections()`` before and after each job), and through
+``django_thread.ThreadPoolExecutor``. Four blocks of jobs each show one
+failure that README.rst lists:
 
-Three pools run: ``concurrent.futures`` as is; ``concurrent.futures`` with
-the usual hand-written fix, ``close_old_connections()`` around each job; and
-``django_thread.ThreadPoolExecutor``. Only the last must come out clean, and
-the command fails if it does not, so CI can run it as a smoke test.
+1. the workers' connections die (the server ends them; on SQLite, which has
+   no server, the demo closes them behind Django's back, and says so);
+2. the workers' connections stay open after the pool has shut down;
+3. a job leaves ``transaction.atomic()`` open and poisons its worker;
+4. work submitted inside the caller's ``atomic()`` must leave the caller's
+   transaction alone.
+
+Barriers make each worker run exactly one job of a batch, so the numbers are
+the same on every run. The command checks its own claims (django_thread
+comes out clean, the standard pool does not) and fails otherwise, so that CI
+and ``tests/test_demo.py`` notice if the demo stops demonstrating.
+
+SQLite by default; ``TESTPROJECT_DATABASE_URL=postgresql://...`` runs it on
+PostgreSQL, where the connections are really terminated by the server. The
+demo tags its connections with its own ``application_name`` and only ever
+terminates those, so it is safe on a shared server.
 """
 
 from __future__ import annotations
 
-import gc
+import logging
+import os
+import textwrap
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.management import call_command
@@ -31,61 +45,114 @@ from django.db.backends.signals import connection_created
 import django_thread
 from testproject.jobs.models import Record
 
+#: Workers of the pools in blocks 1 and 2.
+WORKERS = 2
+#: Batches of WORKERS jobs run after the connections died, in block 1.
+BATCHES_AFTER_KILL = 3
+#: Jobs of block 3, on one worker; the one at LEAKING leaves atomic() open.
 JOBS = 10
-LEAKING_JOB = 4
+LEAKING = 4
+#: CONN_MAX_AGE for persistent connections, as production settings use.
+PERSISTENT = 600
 #: Every row the demo writes starts with this, so reruns can clear them.
 PREFIX = "demo:"
+#: Width of the printed text.
+WIDTH = 88
+#: How long a batch waits for every worker to hold one of its jobs.
+BARRIER_TIMEOUT = 10.0
 
-Job = Callable[[str, int], None]
-
-
-def write_record(pool: str, number: int) -> None:
-    Record.objects.create(name=f"{PREFIX}{pool}:{number}", value=number)
-
-
-def leak_transaction(pool: str, number: int) -> None:
-    """The bug: an atomic block entered and never exited, then a write in it."""
-    transaction.atomic().__enter__()
-    Record.objects.create(name=f"{PREFIX}{pool}:leaked", value=number)
+Job = Callable[..., Any]
 
 
-def as_is(job: Job) -> Job:
+# --- The three ways to run a job ------------------------------------------
+
+
+def as_written(job: Job) -> Job:
     return job
 
 
 def with_close_old_connections(job: Job) -> Job:
     """The usual hand-written fix: Django's per-request cleanup around each job."""
 
-    def run(pool: str, number: int) -> None:
+    def run(*args: Any) -> Any:
         close_old_connections()
         try:
-            job(pool, number)
+            return job(*args)
         finally:
             close_old_connections()
 
     return run
 
 
-#: (label, key for row names, executor class, how each job is wrapped)
-POOLS: list[tuple[str, str, type[futures.Executor], Callable[[Job], Job]]] = [
-    ("concurrent.futures", "stdlib", futures.ThreadPoolExecutor, as_is),
-    (
-        "concurrent.futures + close_old_connections()",
-        "stdlib-close",
+@dataclass(frozen=True)
+class Column:
+    key: str
+    executor_class: type[futures.ThreadPoolExecutor]
+    wrap: Callable[[Job], Job]
+    description: str
+
+
+COLUMNS = [
+    Column(
+        "stdlib",
+        futures.ThreadPoolExecutor,
+        as_written,
+        "concurrent.futures.ThreadPoolExecutor; jobs run as written.",
+    ),
+    Column(
+        "recipe",
         futures.ThreadPoolExecutor,
         with_close_old_connections,
+        "the same pool, with Django's close_old_connections() called before "
+        "and after each job: the usual hand-written fix.",
     ),
-    ("django_thread", "django_thread", django_thread.ThreadPoolExecutor, as_is),
+    Column(
+        "django_thread",
+        django_thread.ThreadPoolExecutor,
+        as_written,
+        "django_thread.ThreadPoolExecutor; jobs run as written.",
+    ),
 ]
 
 
-@dataclass
-class Outcome:
-    ok: int = 0
-    failed: int = 0
-    committed: int = 0
-    left_open: int = 0
-    first_error: str = ""
+# --- Jobs -----------------------------------------------------------------
+
+
+def query() -> None:
+    Record.objects.exists()
+
+
+def server_pid() -> int | None:
+    """The server process of this thread's connection (PostgreSQL only)."""
+    if connection.vendor != "postgresql":
+        query()
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def write_record(name: str, number: int) -> None:
+    Record.objects.create(name=f"{name}:{number}", value=number)
+
+
+def leak_transaction(name: str, number: int) -> None:
+    """The bug: an atomic block entered and never exited, then a write in it."""
+    transaction.atomic().__enter__()
+    Record.objects.create(name=f"{name}:leaked", value=number)
+
+
+def at_barrier(barrier: threading.Barrier, job: Job, *args: Any) -> Any:
+    barrier.wait()
+    return job(*args)
+
+
+def describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+# --- Watching a pool's connections ----------------------------------------
 
 
 class WorkerConnections:
@@ -93,17 +160,18 @@ class WorkerConnections:
 
     Holding the wrappers keeps them alive, so an open one is a connection that
     nobody closed, not one the garbage collector has not reached yet. A
-    wrapper that reconnects (MySQL's backend connects twice on first use)
-    is recorded once.
+    wrapper that reconnects is recorded once.
     """
 
     def __init__(self) -> None:
         self.wrappers: dict[int, Any] = {}
         self._main = threading.get_ident()
+        self._lock = threading.Lock()
 
     def record(self, sender: Any, connection: Any, **kwargs: Any) -> None:
         if threading.get_ident() != self._main:
-            self.wrappers[id(connection)] = connection
+            with self._lock:
+                self.wrappers[id(connection)] = connection
 
     def still_open(self) -> list[Any]:
         # A wrapper closed inside an atomic block keeps its (closed) driver
@@ -115,99 +183,467 @@ class WorkerConnections:
         ]
 
 
-def run_pool(
-    key: str, executor_class: type[futures.Executor], wrap: Callable[[Job], Job]
-) -> Outcome:
-    jobs = [
-        leak_transaction if number == LEAKING_JOB else write_record
-        for number in range(JOBS)
-    ]
-    outcome = Outcome()
-    tracker = WorkerConnections()
-    connection_created.connect(tracker.record, weak=False)
-    # The collector would close leaked connections at a random moment.
-    gc.disable()
-    try:
-        executor = executor_class(max_workers=1)
+class Pool:
+    """One column's executor, and the connections its workers open."""
+
+    def __init__(self, column: Column, workers: int) -> None:
+        self.column = column
+        self.workers = workers
+        self.connections = WorkerConnections()
+        connection_created.connect(self.connections.record, weak=False)
+        self.executor = column.executor_class(max_workers=workers)
+
+    def submit(self, job: Job, *args: Any) -> futures.Future[Any]:
+        return self.executor.submit(self.column.wrap(job), *args)
+
+    def batch(self, job: Job, *args: Any) -> list[futures.Future[Any]]:
+        """One job per worker: each waits at a barrier until all are running."""
+        barrier = threading.Barrier(self.workers, timeout=BARRIER_TIMEOUT)
         submitted = [
-            executor.submit(wrap(job), key, number) for number, job in enumerate(jobs)
+            self.submit(at_barrier, barrier, job, *args) for _ in range(self.workers)
         ]
-        executor.shutdown(wait=True)
-        for future in submitted:
-            error = future.exception()
-            if error is None:
-                outcome.ok += 1
-            else:
-                outcome.failed += 1
-                outcome.first_error = outcome.first_error or (
-                    f"{type(error).__name__}: {error}".strip()
-                )
-        leaked = tracker.still_open()
-        outcome.left_open = len(leaked)
-    finally:
-        connection_created.disconnect(tracker.record)
-        gc.enable()
-    # Close what the pool left open (rolling back its transaction), so that
-    # the rows below are the committed ones and SQLite's write lock is free.
-    for wrapper in leaked:
+        futures.wait(submitted)
+        return submitted
+
+    def shutdown(self) -> list[Any]:
+        """Shut the pool down; return the worker connections still open."""
+        self.executor.shutdown(wait=True)
+        connection_created.disconnect(self.connections.record)
+        return self.connections.still_open()
+
+
+def close_all(wrappers: list[Any]) -> None:
+    """Close what a pool left open, rolling back any transaction in it."""
+    for wrapper in wrappers:
         wrapper.connection.close()
-    outcome.committed = (
-        Record.objects.filter(name__startswith=f"{PREFIX}{key}:")
+
+
+# --- The database under the demo ------------------------------------------
+
+
+class Database:
+    """The demo's database: settings per block, and killing or counting
+    connections, on the server when there is one."""
+
+    def __init__(self) -> None:
+        self.settings = connection.settings_dict
+        self.vendor = connection.vendor
+        self.application_name = f"django_thread demo {os.getpid()}"
+        if self.is_postgresql:
+            # Tag the demo's connections, so that it only kills its own.
+            options = self.settings.setdefault("OPTIONS", {})
+            options["application_name"] = self.application_name
+            connection.close()
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.vendor == "postgresql"
+
+    @contextmanager
+    def settings_for_block(self, **overrides: Any) -> Iterator[None]:
+        """Change this alias's settings for every thread (wrappers share them)."""
+        saved = {key: self.settings.get(key) for key in overrides}
+        connection.close()
+        self.settings.update(overrides)
+        try:
+            yield
+        finally:
+            connection.close()
+            self.settings.update(saved)
+
+    def kill(self, pool: Pool, pids: list[int | None]) -> None:
+        """End each worker's connection, as a server restart would."""
+        if not self.is_postgresql:
+            # No server: close the driver connection behind Django's back,
+            # which leaves the wrapper as a dropped connection leaves it.
+            for wrapper in pool.connections.still_open():
+                wrapper.connection.close()
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid = ANY(%s) AND application_name = %s "
+                "AND datname = current_database()",
+                [[pid for pid in pids if pid is not None], self.application_name],
+            )
+        self.wait_for_server_count(0)
+
+    def server_count(self) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                "AND datname = current_database() AND pid <> pg_backend_pid()",
+                [self.application_name],
+            )
+            return int(cursor.fetchone()[0])
+
+    def wait_for_server_count(self, expected: int, timeout: float = 5.0) -> int:
+        """The server ends a backend shortly after its client leaves: poll."""
+        deadline = time.monotonic() + timeout
+        while (count := self.server_count()) != expected:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return count
+
+    def count_left_open(self, left_open: list[Any]) -> int:
+        if not self.is_postgresql:
+            return len(left_open)
+        return self.wait_for_server_count(len(left_open))
+
+
+# --- The four blocks --------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    value: int
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    label: str
+    cells: dict[str, Cell]
+
+
+@dataclass
+class Block:
+    title: str
+    rows: list[Row]
+    note: str
+    #: django_thread log records emitted while the block ran.
+    log: list[str] = field(default_factory=list)
+
+
+def failures(submitted: list[futures.Future[Any]]) -> Cell:
+    errors = [describe(e) for f in submitted if (e := f.exception()) is not None]
+    return Cell(len(errors), errors)
+
+
+def dead_connections(db: Database, column: Column, health_checks: bool) -> Cell:
+    with db.settings_for_block(
+        CONN_MAX_AGE=PERSISTENT, CONN_HEALTH_CHECKS=health_checks
+    ):
+        pool = Pool(column, WORKERS)
+        pids = [f.result() for f in pool.batch(server_pid)]
+        db.kill(pool, pids)
+        after = [f for _ in range(BATCHES_AFTER_KILL) for f in pool.batch(query)]
+        close_all(pool.shutdown())
+    return failures(after)
+
+
+def left_open(db: Database, column: Column, max_age: int) -> Cell:
+    with db.settings_for_block(CONN_MAX_AGE=max_age):
+        pool = Pool(column, WORKERS)
+        errors = failures(pool.batch(query))
+        still_open = pool.shutdown()
+        count = db.count_left_open(still_open)
+        close_all(still_open)
+    return Cell(count, errors.errors)
+
+
+def leaked_atomic(db: Database, column: Column) -> tuple[Cell, Cell]:
+    name = f"{PREFIX}{column.key}"
+    with db.settings_for_block(CONN_MAX_AGE=0):
+        pool = Pool(column, 1)
+        submitted = [
+            pool.submit(
+                leak_transaction if number == LEAKING else write_record, name, number
+            )
+            for number in range(JOBS)
+        ]
+        # Close what the pool left open (rolling back its transaction), so
+        # that the rows counted below are the committed ones.
+        close_all(pool.shutdown())
+    committed = (
+        Record.objects.filter(name__startswith=f"{name}:")
         .exclude(name__endswith=":leaked")
         .count()
     )
-    return outcome
+    return failures(submitted[LEAKING + 1 :]), Cell(committed)
+
+
+def callers_transaction(db: Database, column: Column) -> Cell:
+    name = f"{PREFIX}{column.key}:caller"
+    errors = []
+    with db.settings_for_block(CONN_MAX_AGE=0):
+        pool = Pool(column, 1)
+        try:
+            with transaction.atomic():
+                Record.objects.create(name=name, value=1)
+                pool.submit(query).result()
+                Record.objects.create(name=name, value=2)
+        except Exception as exc:
+            errors.append(describe(exc))
+        close_all(pool.shutdown())
+    return Cell(Record.objects.filter(name=name).count(), errors)
+
+
+class LogRecords(logging.Handler):
+    """Collects the django_thread logger's records, to print them explained."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname}: {record.getMessage()}")
+
+
+@contextmanager
+def captured_log() -> Iterator[list[str]]:
+    """Route the django_thread logger here instead of the console, for a while."""
+    logger = logging.getLogger("django_thread")
+    handler = LogRecords()
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        logger.handlers[:], logger.propagate = saved
 
 
 class Command(BaseCommand):
     help = (
-        "Run the same jobs, one leaking a transaction, through "
-        "concurrent.futures and django_thread thread pools, and compare."
+        "Run the same jobs through concurrent.futures, concurrent.futures with "
+        "close_old_connections(), and django_thread, and show what breaks."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        db = Database()
         # A fresh clone has no tables yet.
         call_command("migrate", verbosity=0, interactive=False)
         Record.objects.filter(name__startswith=PREFIX).delete()
 
-        settings = connection.settings_dict
-        self.stdout.write(
-            f"{JOBS} jobs on one worker, each writes a row; job {LEAKING_JOB + 1} "
-            f"also leaves transaction.atomic() open.\n"
-            f"Database: {connection.vendor} {settings['NAME']}, "
-            f"CONN_MAX_AGE={settings['CONN_MAX_AGE']}\n"
-        )
-        outcomes = {label: run_pool(key, cls, wrap) for label, key, cls, wrap in POOLS}
-        self.write_table(outcomes)
-
-        ours = outcomes["django_thread"]
-        if (ours.ok, ours.committed, ours.left_open) != (JOBS, JOBS - 1, 0):
-            raise CommandError(f"django_thread did not contain the leak: {ours}")
-
-    def write_table(self, outcomes: dict[str, Outcome]) -> None:
-        headers = ("pool", "jobs ok", "failed", "rows committed", "left open")
-        rows = [
-            (
-                label,
-                str(o.ok),
-                str(o.failed),
-                f"{o.committed}/{JOBS - 1}",
-                str(o.left_open),
-            )
-            for label, o in outcomes.items()
+        blocks = [
+            self.block(self.dead_connections_block, db),
+            self.block(self.left_open_block, db),
+            self.block(self.leaked_atomic_block, db),
+            self.block(self.callers_transaction_block, db),
         ]
-        widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(5)]
-        for row in [headers, *rows]:
-            cells = [
-                cell.ljust(width) if column == 0 else cell.rjust(width)
-                for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-            ]
-            self.stdout.write("  ".join(cells))
-        self.stdout.write(
-            "\nrows committed: rows of the jobs other than the leaking one that "
-            "reached the database.\nleft open: worker connections still open "
-            "after shutdown(wait=True), with the garbage collector off."
+        self.write_intro(db)
+        self.write_table(blocks)
+        self.write_notes(blocks)
+        self.write_outro(db)
+        self.verify(db, blocks)
+
+    def block(self, make: Callable[[Database], Block], db: Database) -> Block:
+        with captured_log() as lines:
+            block = make(db)
+        block.log = lines
+        return block
+
+    # --- what each block runs -------------------------------------------
+
+    def dead_connections_block(self, db: Database) -> Block:
+        after = WORKERS * BATCHES_AFTER_KILL
+        rows = [
+            Row(
+                f"jobs that failed, of {after}, CONN_MAX_AGE={PERSISTENT}",
+                {c.key: dead_connections(db, c, False) for c in COLUMNS},
+            )
+        ]
+        if db.is_postgresql:
+            rows.append(
+                Row(
+                    "the same, with CONN_HEALTH_CHECKS=True",
+                    {c.key: dead_connections(db, c, True) for c in COLUMNS},
+                )
+            )
+            how = (
+                "The server ended each worker's connection (pg_terminate_backend), "
+                "as a restart, a failover or an idle timeout does. stdlib: nothing "
+                "drops the dead connection, so every later job on that worker "
+                "fails. recipe and django_thread: Django drops it after the job "
+                "that hit it, so only the first job on each worker fails; with "
+                "CONN_HEALTH_CHECKS it tests the connection before a job's first "
+                "query, so no job fails."
+            )
+        else:
+            how = (
+                "SQLite has no server that could end a connection, so the demo "
+                "closes each worker's SQLite connection behind Django's back: "
+                "Django's connection object is then in the state a connection "
+                "dropped by a server leaves it in. Django's SQLite backend "
+                "reports every connection as usable, so neither its own error "
+                "handling (recipe) nor CONN_HEALTH_CHECKS replaces it. "
+                "django_thread closes the connections of a job that raised "
+                "(DJANGO_THREAD_CLOSE_ON_ERROR), so only the first job on each "
+                "worker fails. For a real server-side kill, run the demo on "
+                "PostgreSQL (see the last line)."
+            )
+        return Block(
+            f"1. The workers' connections die, then {after} more jobs run "
+            f"({WORKERS} workers)",
+            rows,
+            how,
         )
-        for label, o in outcomes.items():
-            if o.first_error:
-                self.stdout.write(f"{label}: {o.failed} jobs raised {o.first_error}")
+
+    def left_open_block(self, db: Database) -> Block:
+        counted = (
+            "counted in pg_stat_activity"
+            if db.is_postgresql
+            else "counted as Django connections whose SQLite connection is open"
+        )
+        return Block(
+            f"2. Connections still open after shutdown(wait=True), {WORKERS} workers",
+            [
+                Row(
+                    f"CONN_MAX_AGE={max_age}",
+                    {c.key: left_open(db, c, max_age) for c in COLUMNS},
+                )
+                for max_age in (0, PERSISTENT)
+            ],
+            f"Connections {counted}. A stdlib worker that exits closes nothing: "
+            "its connections stay open until the garbage collector reaches them "
+            "(the demo keeps them reachable to count them, then closes them). "
+            "The recipe closes a connection after a job only once CONN_MAX_AGE "
+            "says it is too old. django_thread's workers close theirs as they exit.",
+        )
+
+    def leaked_atomic_block(self, db: Database) -> Block:
+        cells = {c.key: leaked_atomic(db, c) for c in COLUMNS}
+        later = JOBS - LEAKING - 1
+        return Block(
+            f"3. Job {LEAKING + 1} of {JOBS}, on one worker, leaves "
+            "transaction.atomic() open",
+            [
+                Row(
+                    f"jobs after it that raised, of {later}",
+                    {key: pair[0] for key, pair in cells.items()},
+                ),
+                Row(
+                    f"rows of the other {JOBS - 1} jobs committed",
+                    {key: pair[1] for key, pair in cells.items()},
+                ),
+            ],
+            "stdlib: the later jobs run inside the leaked transaction, report "
+            "success, and their rows are never committed. recipe: "
+            "close_old_connections() closes the connection in mid-transaction, "
+            "and Django then refuses every later query on that worker. "
+            "django_thread rolls the leaked transaction back, logs a warning, "
+            "and gives the next job a fresh connection.",
+        )
+
+    def callers_transaction_block(self, db: Database) -> Block:
+        return Block(
+            "4. In the caller's atomic(): write, submit a job and wait, write again",
+            [
+                Row(
+                    "caller's rows committed, of 2",
+                    {c.key: callers_transaction(db, c) for c in COLUMNS},
+                )
+            ],
+            "Every column leaves the caller's connection alone: the job runs on "
+            "the worker's own connection. django-thread 0.0.1 closed the "
+            "caller's connections when work started, which lost this transaction.",
+        )
+
+    # --- output -----------------------------------------------------------
+
+    def write_intro(self, db: Database) -> None:
+        where = (
+            f"PostgreSQL database {db.settings['NAME']!r}"
+            if db.is_postgresql
+            else f"{db.vendor} {db.settings['NAME']}"
+        )
+        self.stdout.write(f"The same jobs, run three ways, on {where}:\n")
+        width = max(len(c.key) for c in COLUMNS)
+        for column in COLUMNS:
+            self.stdout.write(
+                textwrap.fill(
+                    f"{column.key.ljust(width)}  {column.description}",
+                    width=WIDTH,
+                    initial_indent="  ",
+                    subsequent_indent=" " * (width + 4),
+                )
+            )
+        self.stdout.write("")
+        self.write_wrapped(
+            "Every number below is counted while the demo runs: real jobs on real "
+            "threads, rows read back from the database. Each block sets the "
+            "Django settings its rows name, and starts fresh pools."
+        )
+        self.stdout.write("")
+
+    def write_table(self, blocks: list[Block]) -> None:
+        keys = [c.key for c in COLUMNS]
+        labels = [f"   {row.label}" for block in blocks for row in block.rows]
+        width = max(len(label) for label in labels)
+        self.stdout.write(" " * width + "".join(f"  {key}" for key in keys))
+        for block in blocks:
+            self.stdout.write(block.title)
+            for row in block.rows:
+                cells = "".join(
+                    f"  {str(row.cells[key].value).rjust(len(key))}" for key in keys
+                )
+                self.stdout.write(f"   {row.label}".ljust(width) + cells)
+
+    def write_notes(self, blocks: list[Block]) -> None:
+        self.stdout.write("\nWhy:")
+        for block in blocks:
+            number = block.title.split(".")[0]
+            self.write_wrapped(f"{number}. {block.note}", hanging="   ")
+            errors: dict[str, str] = {}
+            for row in block.rows:
+                for key, cell in row.cells.items():
+                    if cell.errors and key not in errors:
+                        errors[key] = cell.errors[0]
+            for key, error in errors.items():
+                self.write_wrapped(f"First error in {key}: {error}", "   ", "   ")
+            for line in block.log:
+                self.write_wrapped(f"django_thread logged {line}", "   ", "   ")
+        self.stdout.write("")
+        self.write_wrapped(
+            "django_thread logs to the 'django_thread' logger; the demo prints "
+            "those lines under the block that caused them."
+        )
+
+    def write_wrapped(self, text: str, indent: str = "", hanging: str = "") -> None:
+        self.stdout.write(
+            textwrap.fill(
+                text,
+                width=WIDTH,
+                initial_indent=indent,
+                subsequent_indent=indent + hanging,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+        )
+
+    def write_outro(self, db: Database) -> None:
+        if db.is_postgresql:
+            return
+        self.stdout.write(
+            "Run it on PostgreSQL: TESTPROJECT_DATABASE_URL=postgresql://USER@HOST"
+            ":PORT/DATABASE python testproject/manage.py demo"
+        )
+
+    def verify(self, db: Database, blocks: list[Block]) -> None:
+        """Fail if the demo no longer shows what README.rst says it shows."""
+
+        def column(key: str) -> list[int]:
+            return [row.cells[key].value for block in blocks for row in block.rows]
+
+        after = WORKERS * BATCHES_AFTER_KILL
+        first_on_each_worker = WORKERS
+        if db.is_postgresql:
+            expected_ours = [first_on_each_worker, 0, 0, 0, 0, JOBS - 1, 2]
+            expected_stdlib = [after, after, WORKERS, WORKERS, 0, LEAKING, 2]
+        else:
+            expected_ours = [first_on_each_worker, 0, 0, 0, JOBS - 1, 2]
+            expected_stdlib = [after, WORKERS, WORKERS, 0, LEAKING, 2]
+        problems = []
+        if column("django_thread") != expected_ours:
+            problems.append(
+                f"django_thread column is {column('django_thread')}, "
+                f"expected {expected_ours}"
+            )
+        if column("stdlib") != expected_stdlib:
+            problems.append(
+                f"stdlib column is {column('stdlib')}, expected {expected_stdlib}"
+            )
+        if problems:
+            raise CommandError("The demo no longer shows it: " + "; ".join(problems))

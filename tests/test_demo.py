@@ -1,0 +1,111 @@
+"""``manage.py demo`` runs from a fresh interpreter and still shows what it claims.
+
+The command checks its own numbers and fails when they change; these tests
+run it as a user would (``python testproject/manage.py demo``, settings from
+``TESTPROJECT_DATABASE_URL``) and read its table back, so that neither the
+demo nor README.rst's copy of its output can rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connections
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A table row: an indented label, then one number per column.
+ROW = re.compile(
+    r"^   (?P<label>\S.*?)\s+(?P<stdlib>\d+)\s+(?P<recipe>\d+)\s+(?P<ours>\d+)$"
+)
+
+
+def postgres_url() -> str:
+    """The URL of this run's PostgreSQL test database."""
+    params = connections["postgres"].settings_dict
+    user = quote(params["USER"] or "", safe="")
+    password = f":{quote(params['PASSWORD'], safe='')}" if params["PASSWORD"] else ""
+    port = f":{params['PORT']}" if params["PORT"] else ""
+    host = quote(params["HOST"] or "", safe="")
+    return f"postgresql://{user}{password}@{port}/{params['NAME']}?host={host}"
+
+
+def run_demo(database_url: str) -> tuple[str, dict[str, tuple[int, int, int]]]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "TESTPROJECT_DATABASE_URL": database_url,
+    }
+    process = subprocess.run(
+        # Dev mode and ResourceWarnings as errors: a connection the demo
+        # leaves to the garbage collector shows up on stderr.
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning"]
+        + ["testproject/manage.py", "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    # No unexplained log noise: every line the demo shows is on stdout.
+    assert process.stderr == ""
+    rows = {}
+    for line in process.stdout.splitlines():
+        match = ROW.match(line)
+        if match:
+            rows[match["label"]] = (
+                int(match["stdlib"]),
+                int(match["recipe"]),
+                int(match["ours"]),
+            )
+    # Whitespace normalised: the demo wraps its text to a fixed width.
+    return " ".join(process.stdout.split()), rows
+
+
+def assert_common_claims(rows: dict[str, tuple[int, int, int]]) -> None:
+    # After the connections died, every stdlib job failed, and django_thread
+    # only failed the first job on each of its 2 workers.
+    stdlib, _, ours = rows["jobs that failed, of 6, CONN_MAX_AGE=600"]
+    assert (stdlib, ours) == (6, 2)
+    # Connections left open after the pool shut down.
+    assert rows["CONN_MAX_AGE=0"] == (2, 0, 0)
+    assert rows["CONN_MAX_AGE=600"] == (2, 2, 0)
+    # The leaked atomic(): the recipe's worker is poisoned, stdlib's rows are
+    # lost, django_thread commits every other job's row.
+    assert rows["jobs after it that raised, of 5"] == (0, 5, 0)
+    assert rows["rows of the other 9 jobs committed"] == (4, 4, 9)
+    assert rows["caller's rows committed, of 2"] == (2, 2, 2)
+
+
+def test_demo_on_sqlite_from_a_fresh_database(tmp_path):
+    output, rows = run_demo(f"sqlite:///{tmp_path / 'demo.sqlite3'}")
+    assert_common_claims(rows)
+    assert "CONN_HEALTH_CHECKS=True" not in "".join(rows)  # needs a server
+    assert "closes each worker's SQLite connection behind Django's back" in output
+    assert "django_thread logged WARNING: A unit of work" in output
+    assert "TESTPROJECT_DATABASE_URL=postgresql://" in output
+
+
+# "default" too: Django creates test databases only with their dependencies.
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_demo_on_postgresql_kills_only_its_own_connections():
+    """On a server, the kill is real; the test's own connection survives it."""
+    own = connections["postgres"]
+    with own.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid_before = cursor.fetchone()[0]
+    output, rows = run_demo(postgres_url())
+    assert_common_claims(rows)
+    # With health checks, the recipe and django_thread lose no job at all.
+    assert rows["the same, with CONN_HEALTH_CHECKS=True"] == (6, 0, 0)
+    assert "pg_terminate_backend" in output
+    with own.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] == pid_before
