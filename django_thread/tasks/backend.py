@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
@@ -16,7 +18,11 @@ from django_thread.tasks.compat import (
     TaskResultStatus,
     normalize_json,
 )
-from django_thread.tasks.options import E_APP_NOT_INSTALLED, option_errors
+from django_thread.tasks.options import (
+    DEFAULT_OPTIONS,
+    E_APP_NOT_INSTALLED,
+    option_errors,
+)
 from django_thread.tasks.pools import Pool, existing_pool, pool_for
 from django_thread.tasks.results import _copy_result, _update, new_id
 from django_thread.tasks.running import _Job
@@ -90,9 +96,27 @@ class ThreadPoolBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         pool = existing_pool(self.alias)
-        if pool is None:
-            raise TaskResultDoesNotExist(result_id)
-        return pool.results.get(result_id)
+        if pool is not None:
+            try:
+                return pool.results.get(result_id)
+            except TaskResultDoesNotExist:
+                pass
+        raise TaskResultDoesNotExist(self._missing_result(result_id))
+
+    def _missing_result(self, result_id: str) -> str:
+        """Why a result may be missing: the first question after a miss."""
+        options = self.options if isinstance(self.options, Mapping) else {}
+        values = {**DEFAULT_OPTIONS, **options}
+        return (
+            f"No result {result_id!r} in task backend {self.alias!r} of process "
+            f"{os.getpid()}. ThreadPoolBackend keeps results only in the memory "
+            "of the process that enqueued the task: other processes never see "
+            "them, and a restart or a change of TASKS loses them. Finished "
+            f"results are dropped after RESULT_TTL={values['RESULT_TTL']!r} "
+            f"seconds, and beyond the newest MAX_RESULTS={values['MAX_RESULTS']!r}. "
+            "A task enqueued inside transaction.atomic() has no result until "
+            "the commit, and none after a rollback."
+        )
 
     async def aget_result(self, result_id: str) -> TaskResult:
         # Results are in memory behind a short lock: no thread hop needed.

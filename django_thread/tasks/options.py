@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 #: OPTIONS keys, with their defaults.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -29,18 +30,19 @@ E_RESULT_TTL = "django_thread.E106"
 E_ENQUEUE_ON_COMMIT = "django_thread.E107"
 E_DATABASE = "django_thread.E108"
 E_APP_NOT_INSTALLED = "django_thread.E109"
+W_SQLITE_CONCURRENT_WRITERS = "django_thread.W101"
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def option_errors(options: Any, queues: Iterable[str]) -> list[checks.Error]:
-    """Every problem with a backend's OPTIONS, as system-check errors.
+def option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMessage]:
+    """Every problem with a backend's OPTIONS, as system-check messages.
 
     The one place options are validated: ``check()`` reports these at
-    startup, and the pool refuses to start on them, in case checks were
-    skipped.
+    startup, and the pool refuses to start on the errors among them, in
+    case checks were skipped.
     """
     if not isinstance(options, Mapping):
         return [
@@ -133,7 +135,58 @@ def option_errors(options: Any, queues: Iterable[str]) -> list[checks.Error]:
                 id=E_DATABASE,
             )
         )
+    elif not errors:
+        errors += sqlite_warnings(database, values, known_queues)
     return errors
+
+
+def sqlite_warnings(
+    database: str, values: Mapping[str, Any], queues: set[str]
+) -> list[checks.CheckMessage]:
+    """Warn when several workers may write to SQLite at once, unprepared.
+
+    SQLite lets one connection write at a time. In its default DEFERRED
+    mode, a transaction that read first and then writes cannot wait for
+    another writer and fails at once with "database is locked"; with
+    ``"transaction_mode": "IMMEDIATE"`` (Django 5.1+) it takes the write
+    lock at BEGIN and waits, for up to ``timeout`` seconds (5 by default),
+    which a busy pool may also exceed.
+    """
+    wrapper = connections[database]
+    if wrapper.vendor != "sqlite":
+        return []
+    if queues:
+        workers = sum(
+            values["QUEUE_WORKERS"].get(queue, values["WORKERS"]) for queue in queues
+        )
+        if workers < 2:
+            return []
+        up_to = f"Up to {workers} task workers"
+    else:
+        # No QUEUES: any queue name is accepted, each with its own workers.
+        up_to = "Several task workers"
+    db_options = wrapper.settings_dict.get("OPTIONS") or {}
+    init_command = str(db_options.get("init_command", "")).lower()
+    if (
+        str(db_options.get("transaction_mode", "")).upper() == "IMMEDIATE"
+        or "timeout" in db_options
+        or "busy_timeout" in init_command
+    ):
+        return []
+    return [
+        checks.Warning(
+            f"{up_to} may write to the SQLite database {database!r} "
+            "at once, and its OPTIONS set neither 'transaction_mode': "
+            "'IMMEDIATE' nor a 'timeout': concurrent writes may fail with "
+            "'database is locked'.",
+            hint=(
+                f"Add to DATABASES[{database!r}]['OPTIONS']: "
+                "{'transaction_mode': 'IMMEDIATE', 'timeout': 20}, or run a "
+                "single worker (one queue in QUEUES, OPTIONS['WORKERS'] = 1)."
+            ),
+            id=W_SQLITE_CONCURRENT_WRITERS,
+        )
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +202,7 @@ class PoolOptions:
 
     @classmethod
     def from_params(cls, options: Any, queues: Iterable[str]) -> PoolOptions:
-        errors = option_errors(options, queues)
+        errors = [m for m in option_errors(options, queues) if m.is_serious()]
         if errors:
             raise ImproperlyConfigured(
                 "Invalid ThreadPoolBackend OPTIONS: "

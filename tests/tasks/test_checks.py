@@ -1,13 +1,15 @@
-"""Options and system checks (django_thread.E101 to E109)."""
+"""Options and system checks (django_thread.E101 to E109, W101)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
 import django
 import pytest
 from django.core.checks import Error
+from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -15,9 +17,10 @@ from django.test import override_settings
 
 from tests.helpers import (
     REPO_ROOT,
+    database_settings,
 )
 from tests.tasks import tasks as tm
-from tests.tasks.helpers import BACKEND
+from tests.tasks.helpers import BACKEND, finished
 
 # Workers use the database outside any test-wide transaction, so every test
 # needs a transactional one (the alias fixture narrows it, see tests/conftest.py).
@@ -80,6 +83,70 @@ def test_good_options_pass_the_checks(configure):
         DATABASE="postgres",
     )
     assert list(tm.task_backends["default"].check()) == []
+
+
+SQLITE_WRITERS = "django_thread.W101"
+
+#: (QUEUES, OPTIONS) that run more than one worker thread.
+SEVERAL_WORKERS = [
+    (["default"], {"WORKERS": 2}),
+    (["default", "emails"], {"WORKERS": 1, "QUEUE_WORKERS": {"emails": 2}}),
+    (["default", "emails"], {"WORKERS": 1}),  # one worker per queue, two queues
+    ([], {"WORKERS": 1}),  # any queue name accepted
+]
+
+
+@pytest.mark.parametrize(("queues", "options"), SEVERAL_WORKERS)
+def test_several_workers_on_sqlite_without_lock_wait_is_a_check_warning(
+    configure, queues, options
+):
+    configure(queues, **options)
+    with database_settings("default", OPTIONS={}):
+        messages = list(tm.task_backends["default"].check())
+        assert [m.id for m in messages] == [SQLITE_WRITERS]
+        assert isinstance(messages[0], CheckWarning)
+        assert "database is locked" in messages[0].msg
+        assert "'transaction_mode': 'IMMEDIATE'" in messages[0].hint
+        # A warning does not stop the pool.
+        assert finished(tm.add.enqueue(1, 1)).return_value == 2
+
+
+@pytest.mark.parametrize(
+    "database_options",
+    [
+        {"transaction_mode": "IMMEDIATE"},
+        {"transaction_mode": "immediate"},
+        {"timeout": 5},
+        {"init_command": "PRAGMA busy_timeout = 5000"},
+    ],
+)
+def test_sqlite_waiting_for_the_write_lock_silences_the_warning(
+    configure, database_options
+):
+    configure(["default"], WORKERS=4)
+    with database_settings("default", OPTIONS=database_options):
+        assert list(tm.task_backends["default"].check()) == []
+    with database_settings("default", OPTIONS={}):  # the same, without the option
+        assert [m.id for m in tm.task_backends["default"].check()] == [SQLITE_WRITERS]
+
+
+def test_one_worker_or_another_database_needs_no_sqlite_warning(configure):
+    with database_settings("default", OPTIONS={}):
+        configure(["default"], WORKERS=1)
+        assert list(tm.task_backends["default"].check()) == []
+        configure(["default"], WORKERS=4, DATABASE="postgres")
+        assert list(tm.task_backends["default"].check()) == []
+
+
+def test_sqlite_warning_shows_in_manage_py_check(configure):
+    if django.VERSION < (6, 0):
+        import django_tasks.checks  # noqa: F401
+    configure(WORKERS=2)
+    with database_settings("default", OPTIONS={}):
+        stderr = io.StringIO()
+        call_command("check", databases=[], stderr=stderr)  # no SystemCheckError
+    assert SQLITE_WRITERS in stderr.getvalue()
+    assert "HINT" in stderr.getvalue()
 
 
 def test_app_must_be_installed(configure):

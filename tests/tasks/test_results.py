@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 
+from django_thread.tasks.pools import existing_pool
 from tests.helpers import (
     wait_for,
 )
@@ -74,6 +76,23 @@ def test_unknown_result_id_raises(backend):
         backend.get_result("no-such-id")
     with pytest.raises(tm.TaskResultDoesNotExist):
         tm.add.get_result("no-such-id")
+
+
+@pytest.mark.parametrize("pool_started", [False, True], ids=["no-pool", "pool"])
+def test_a_missing_result_says_why_it_may_be_missing(configure, pool_started):
+    configure(MAX_RESULTS=7, RESULT_TTL=60)
+    if pool_started:
+        finished(tm.add.enqueue(1, 1))
+    assert (existing_pool("default") is not None) is pool_started
+    with pytest.raises(tm.TaskResultDoesNotExist) as missing:
+        tm.add.get_result("no-such-id")
+    message = str(missing.value)
+    assert "'no-such-id'" in message
+    assert f"process {os.getpid()}" in message
+    assert "only in the memory of the process that enqueued the task" in message
+    assert "RESULT_TTL=60 seconds" in message
+    assert "MAX_RESULTS=7" in message
+    assert "until the commit" in message
 
 
 def test_results_are_bounded_in_count(configure):
