@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -36,6 +37,30 @@ def postgres_url() -> str:
     return f"postgresql://{user}{password}@{port}/{params['NAME']}?host={host}"
 
 
+def table_rows(lines: list[str]) -> dict[str, tuple[int, int, int]]:
+    rows = {}
+    for line in lines:
+        match = ROW.match(line)
+        if match:
+            rows[match["label"]] = (
+                int(match["stdlib"]),
+                int(match["recipe"]),
+                int(match["ours"]),
+            )
+    return rows
+
+
+def readme_tables() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo's rows as README.rst's "See it" shows them: SQLite, PostgreSQL."""
+    readme = (REPO / "README.rst").read_text()
+    section = readme.split("\nSee it\n------\n")[1].split("\nRequirements\n")[0]
+    sqlite, postgresql = section.split("\nOn PostgreSQL (")
+    return (
+        table_rows([line[4:] for line in sqlite.splitlines()]),
+        table_rows([line[4:] for line in postgresql.splitlines()]),
+    )
+
+
 def run_demo(database_url: str) -> tuple[str, dict[str, tuple[int, int, int]]]:
     env = {
         **os.environ,
@@ -56,15 +81,7 @@ def run_demo(database_url: str) -> tuple[str, dict[str, tuple[int, int, int]]]:
     assert process.returncode == 0, process.stdout + process.stderr
     # No unexplained log noise: every line the demo shows is on stdout.
     assert process.stderr == ""
-    rows = {}
-    for line in process.stdout.splitlines():
-        match = ROW.match(line)
-        if match:
-            rows[match["label"]] = (
-                int(match["stdlib"]),
-                int(match["recipe"]),
-                int(match["ours"]),
-            )
+    rows = table_rows(process.stdout.splitlines())
     # Whitespace normalised: the demo wraps its text to a fixed width.
     return " ".join(process.stdout.split()), rows
 
@@ -91,6 +108,7 @@ def test_demo_on_sqlite_from_a_fresh_database(tmp_path):
     assert "closes each worker's SQLite connection behind Django's back" in output
     assert "django_thread logged WARNING: A unit of work" in output
     assert "TESTPROJECT_DATABASE_URL=postgresql://" in output
+    assert rows == readme_tables()[0]
 
 
 # "default" too: Django creates test databases only with their dependencies.
@@ -106,6 +124,9 @@ def test_demo_on_postgresql_kills_only_its_own_connections():
     # With health checks, the recipe and django_thread lose no job at all.
     assert rows["the same, with CONN_HEALTH_CHECKS=True"] == (6, 0, 0)
     assert "pg_terminate_backend" in output
+    shown = readme_tables()[1]
+    assert len(shown) == 2
+    assert shown == {label: rows[label] for label in shown}
     with own.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] == pid_before

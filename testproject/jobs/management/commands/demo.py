@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.core.management import call_command
@@ -57,7 +58,7 @@ PERSISTENT = 600
 #: Every row the demo writes starts with this, so reruns can clear them.
 PREFIX = "demo:"
 #: Width of the printed text.
-WIDTH = 88
+WIDTH = 79
 #: How long a batch waits for every worker to hold one of its jobs.
 BARRIER_TIMEOUT = 10.0
 
@@ -544,11 +545,15 @@ class Command(BaseCommand):
     # --- output -----------------------------------------------------------
 
     def write_intro(self, db: Database) -> None:
-        where = (
-            f"PostgreSQL database {db.settings['NAME']!r}"
-            if db.is_postgresql
-            else f"{db.vendor} {db.settings['NAME']}"
-        )
+        if db.is_postgresql:
+            where = f"PostgreSQL, database {db.settings['NAME']}"
+        elif db.vendor == "sqlite":
+            path = Path(db.settings["NAME"]).resolve()
+            if path.is_relative_to(Path.cwd()):
+                path = path.relative_to(Path.cwd())
+            where = f"SQLite, {path}"
+        else:
+            where = f"{db.vendor}, database {db.settings['NAME']}"
         self.stdout.write(f"The same jobs, run three ways, on {where}:\n")
         width = max(len(c.key) for c in COLUMNS)
         for column in COLUMNS:
@@ -586,13 +591,20 @@ class Command(BaseCommand):
         for block in blocks:
             number = block.title.split(".")[0]
             self.write_wrapped(f"{number}. {block.note}", hanging="   ")
-            errors: dict[str, str] = {}
+            # The first error of each column, columns with the same one together.
+            first: dict[str, str] = {}
             for row in block.rows:
                 for key, cell in row.cells.items():
-                    if cell.errors and key not in errors:
-                        errors[key] = cell.errors[0]
-            for key, error in errors.items():
-                self.write_wrapped(f"First error in {key}: {error}", "   ", "   ")
+                    if cell.errors and key not in first:
+                        first[key] = cell.errors[0]
+            columns_by_error: dict[str, list[str]] = {}
+            for key, error in first.items():
+                columns_by_error.setdefault(error, []).append(key)
+            for error, keys in columns_by_error.items():
+                names = " and ".join(
+                    [", ".join(keys[:-1]), keys[-1]] if keys[:-1] else keys
+                )
+                self.write_wrapped(f"First error in {names}: {error}", "   ", "   ")
             for line in block.log:
                 self.write_wrapped(f"django_thread logged {line}", "   ", "   ")
         self.stdout.write("")
@@ -617,8 +629,9 @@ class Command(BaseCommand):
         if db.is_postgresql:
             return
         self.stdout.write(
-            "Run it on PostgreSQL: TESTPROJECT_DATABASE_URL=postgresql://USER@HOST"
-            ":PORT/DATABASE python testproject/manage.py demo"
+            "To run it on PostgreSQL (the database must exist):\n"
+            "  TESTPROJECT_DATABASE_URL=postgresql://USER@HOST:PORT/DATABASE "
+            "python testproject/manage.py demo"
         )
 
     def verify(self, db: Database, blocks: list[Block]) -> None:
