@@ -568,8 +568,9 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.write_wrapped(
             "Every number below is counted while the demo runs: real jobs on real "
-            "threads, rows read back from the database. Each block sets the "
-            "Django settings its rows name, and starts fresh pools."
+            "threads, rows read back from the database. Each block starts fresh "
+            "pools, with the settings its rows name (CONN_MAX_AGE=0 where none "
+            "is named)."
         )
         self.stdout.write("")
 
