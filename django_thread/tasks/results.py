@@ -50,9 +50,9 @@ def _copy_result(result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
     private ``_return_value`` (``init=False``) and re-run ``__post_init__``,
     and ``copy.copy`` goes through pickling's protocol; both cost more than
     running a trivial task. The two lists are the only fields a worker
-    mutates in place, so they are copied too. Django's and the backport's
-    own backends write ``_return_value`` the same way. Checked on Django
-    5.2 with django-tasks 0.12 and on Django 6.0 and 6.1.
+    mutates in place, so they are copied too. ``dataclasses.fields`` lists
+    the private field as well, so the copy needs no private name (the one
+    write to it is :func:`django_thread.internals.set_task_return_value`).
     """
     duplicate = object.__new__(type(result))
     for name in _RESULT_FIELDS:
