@@ -17,7 +17,7 @@ from django.conf import settings
 __all__ = ["settings", "DjangoThreadConf"]
 
 
-class DjangoThreadConf(AppConf):  # type: ignore[misc]
+class DjangoThreadConf(AppConf):
     #: Send ``request_started``/``request_finished`` around each unit. When
     #: False, run Django's own cleanup directly (for projects whose signal
     #: receivers assume an HTTP request).

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django_thread import registry
 from django_thread.context import Snapshot, call_in, capture
@@ -41,6 +41,9 @@ from django_thread.lifecycle import (
 futures_logger = logging.getLogger("concurrent.futures")
 
 _executor_numbers = itertools.count()
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _cpu_count = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13 added it
 
@@ -150,7 +153,8 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         # The stdlib's own state is not initialised: this class runs its own
         # workers, and every stdlib method that would use that state is
         # overridden here. Attribute names follow the stdlib's for code that
-        # introspects executors.
+        # introspects executors; typeshed types three of them for the
+        # stdlib's own work items, hence the ignores.
         if max_workers is None:
             max_workers = min(32, (_cpu_count() or 1) + 4)
         if max_workers <= 0:
@@ -162,19 +166,19 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         self._thread_name_prefix = thread_name_prefix or (
             f"ThreadPoolExecutor-{next(_executor_numbers)}"
         )
-        self._initializer = initializer
+        self._initializer = initializer  # type: ignore[assignment]
         self._initargs = initargs
-        self._work_queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._work_queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # type: ignore[assignment]
         self._idle_semaphore = threading.Semaphore(0)
         self._threads: set[threading.Thread] = set()
-        self._broken: str | bool = False
+        self._broken: str | bool = False  # type: ignore[assignment]
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         registry.register(self)
 
     def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> futures.Future[Any]:  # type: ignore[override]
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> futures.Future[_T]:
         with self._shutdown_lock:
             if self._broken:
                 raise BrokenThreadPool(self._broken)
@@ -184,7 +188,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
                 raise RuntimeError(
                     "cannot schedule new futures after interpreter shutdown"
                 )
-            future: futures.Future[Any] = futures.Future()
+            future: futures.Future[_T] = futures.Future()
             job = _Job(future, type(self), fn, args, kwargs, capture())
             self._work_queue.put(job)
             self._adjust_thread_count()
@@ -216,7 +220,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
 
     def _take_queued_jobs(self) -> list[_Job]:
         """Empty the queue: the jobs no worker has started, without wake-ups."""
-        jobs = []
+        jobs: list[_Job] = []
         while True:
             try:
                 job = self._work_queue.get_nowait()

@@ -11,6 +11,7 @@ keeps for parity belong here too, next to these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
@@ -18,8 +19,10 @@ from django.db import connections
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
+    from django_thread.tasks.compat import TaskResult
 
-def initialized_connections() -> list[BaseDatabaseWrapper]:
+
+def initialized_connections() -> Sequence[BaseDatabaseWrapper]:
     """This thread's connection wrappers, without creating any new one."""
     # ConnectionHandler.all(initialized_only=True) is undocumented; Django's
     # own close_old_connections() uses it. Checked on Django 5.2, 6.0, 6.1.
@@ -63,7 +66,7 @@ def forget_connection(alias: str) -> None:
     del connections[alias]
 
 
-def set_task_return_value(result: Any, value: Any) -> None:
+def set_task_return_value(result: TaskResult[Any, Any], value: Any) -> None:
     """Store a task's return value on its frozen ``TaskResult``."""
     # TaskResult._return_value is a private field (init=False) of a frozen
     # dataclass, read by the public return_value property; Django's own

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ContextDecorator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -113,7 +113,7 @@ def discard_connection(connection: BaseDatabaseWrapper) -> None:
 
 
 def discard_leaked_transactions(
-    opened: list[BaseDatabaseWrapper] | None = None,
+    opened: Sequence[BaseDatabaseWrapper] | None = None,
 ) -> list[str]:
     """Roll back every transaction a unit left open; return the aliases."""
     leaked = []

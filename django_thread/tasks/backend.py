@@ -43,7 +43,7 @@ class ThreadPoolBackend(BaseTaskBackend):
     supports_get_result = True
     supports_priority = True
 
-    def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         """Queue the task; return its READY result at once.
 
         Arguments are serialized here, in the caller, so that a task that
@@ -61,7 +61,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             allow_nan=False,
         )
         arguments = json.loads(payload)
-        result = TaskResult(
+        result: TaskResult[Any, Any] = TaskResult(
             task=task,
             id=new_id(),
             status=TaskResultStatus.READY,
@@ -94,7 +94,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             _update(returned, enqueued_at=result.enqueued_at)
         return returned
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[Any, Any]:
         pool = existing_pool(self.alias)
         if pool is not None:
             try:
@@ -118,7 +118,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             "the commit, and none after a rollback."
         )
 
-    async def aget_result(self, result_id: str) -> TaskResult:
+    async def aget_result(self, result_id: str) -> TaskResult[Any, Any]:
         # Results are in memory behind a short lock: no thread hop needed.
         return self.get_result(result_id)
 

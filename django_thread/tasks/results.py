@@ -43,16 +43,16 @@ def through_json(value: Any) -> Any:
 _RESULT_FIELDS = tuple(field.name for field in dataclasses.fields(TaskResult))
 
 
-def _copy_result(result: TaskResult) -> TaskResult:
+def _copy_result(result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
     """An independent copy, so that no caller sees a worker's later writes.
 
     Field by field: ``dataclasses.replace`` would drop the framework's
     private ``_return_value`` (``init=False``) and re-run ``__post_init__``,
     and ``copy.copy`` goes through pickling's protocol; both cost more than
     running a trivial task. The two lists are the only fields a worker
-    mutates in place, so they are copied too. Django's and the backport's
-    own backends write ``_return_value`` the same way. Checked on Django
-    5.2 with django-tasks 0.12 and on Django 6.0 and 6.1.
+    mutates in place, so they are copied too. ``dataclasses.fields`` lists
+    the private field as well, so the copy needs no private name (the one
+    write to it is :func:`django_thread.internals.set_task_return_value`).
     """
     duplicate = object.__new__(type(result))
     for name in _RESULT_FIELDS:
@@ -61,7 +61,7 @@ def _copy_result(result: TaskResult) -> TaskResult:
     return duplicate
 
 
-def _update(result: TaskResult, **changes: Any) -> None:
+def _update(result: TaskResult[Any, Any], **changes: Any) -> None:
     """Write to a frozen ``TaskResult``, as the framework's own backends do.
 
     Only the worker that owns the result writes, and only before it is
@@ -84,10 +84,12 @@ class ResultStore:
         self.max_results = max_results
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._unfinished: dict[str, TaskResult] = {}
-        self._finished: OrderedDict[str, tuple[TaskResult, float]] = OrderedDict()
+        self._unfinished: dict[str, TaskResult[Any, Any]] = {}
+        self._finished: OrderedDict[str, tuple[TaskResult[Any, Any], float]] = (
+            OrderedDict()
+        )
 
-    def publish(self, result: TaskResult) -> None:
+    def publish(self, result: TaskResult[Any, Any]) -> None:
         snapshot = _copy_result(result)
         with self._lock:
             if snapshot.is_finished:
@@ -103,7 +105,7 @@ class ResultStore:
             self._unfinished.pop(result_id, None)
             self._finished.pop(result_id, None)
 
-    def get(self, result_id: str) -> TaskResult:
+    def get(self, result_id: str) -> TaskResult[Any, Any]:
         with self._lock:
             self._evict()
             snapshot = self._unfinished.get(result_id)

@@ -30,7 +30,7 @@ class _Job:
 
     __slots__ = ("result", "payload")
 
-    def __init__(self, result: TaskResult, payload: str) -> None:
+    def __init__(self, result: TaskResult[Any, Any], payload: str) -> None:
         self.result = result
         self.payload = payload
 
@@ -39,7 +39,9 @@ class _TaskFailed(Exception):
     """Raised out of the unit of work so that it runs its on-error cleanup."""
 
 
-def _send_from_worker(signal: Signal, sender: Any, result: TaskResult) -> None:
+def _send_from_worker(
+    signal: Signal, sender: Any, result: TaskResult[Any, Any]
+) -> None:
     """Send a task signal; a failing receiver is logged, never fatal.
 
     Failures are sent from inside the ``except`` block, like Django's own
@@ -53,7 +55,7 @@ def _send_from_worker(signal: Signal, sender: Any, result: TaskResult) -> None:
     )
 
 
-def _record_failure(result: TaskResult, exc: BaseException) -> None:
+def _record_failure(result: TaskResult[Any, Any], exc: BaseException) -> None:
     exc_type = type(exc)
     result.errors.append(
         TaskError(
@@ -64,7 +66,7 @@ def _record_failure(result: TaskResult, exc: BaseException) -> None:
     _update(result, status=TaskResultStatus.FAILED, finished_at=timezone.now())
 
 
-def _call_task(sender: Any, result: TaskResult, payload: str) -> bool:
+def _call_task(sender: Any, result: TaskResult[Any, Any], payload: str) -> bool:
     """Run the task and record its outcome; True if it succeeded."""
     task = result.task
     arguments = json.loads(payload)  # fresh objects, as a remote worker gets
@@ -93,7 +95,11 @@ def _call_task(sender: Any, result: TaskResult, payload: str) -> bool:
 
 
 def _start_and_call(
-    sender: Any, result: TaskResult, payload: str, worker_id: str, store: ResultStore
+    sender: Any,
+    result: TaskResult[Any, Any],
+    payload: str,
+    worker_id: str,
+    store: ResultStore,
 ) -> None:
     """The body of a task's unit: mark it running, then run it."""
     now = timezone.now()
