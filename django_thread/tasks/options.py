@@ -52,7 +52,7 @@ def option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMessa
                 id=E_OPTIONS_TYPE,
             )
         ]
-    errors = [
+    errors: list[checks.CheckMessage] = [
         checks.Error(
             f"Unknown OPTIONS key {key!r}: ThreadPoolBackend would ignore it.",
             hint="Known keys: " + ", ".join(DEFAULT_OPTIONS) + ".",
