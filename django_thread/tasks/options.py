@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
-
-#: OPTIONS keys, with their defaults.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "WORKERS": 4,
-    "QUEUE_WORKERS": {},
-    "MAX_RESULTS": 1000,
-    "RESULT_TTL": 3600,
-    "ENQUEUE_ON_COMMIT": True,
-    "DATABASE": "default",
-}
 
 E_OPTIONS_TYPE = "django_thread.E101"
 E_UNKNOWN_OPTION = "django_thread.E102"
@@ -37,6 +27,80 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _at_least_one(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def _seconds_above_zero(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and value > 0
+
+
+def _database_alias(value: Any) -> bool:
+    return isinstance(value, str) and value in django_settings.DATABASES
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One OPTIONS key: its default, and what a valid value is, for its check."""
+
+    default: Any
+    check_id: str
+    #: Completes "KEY must be ...".
+    expected: str
+    is_valid: Callable[[Any], bool]
+    hint: Callable[[], str]
+
+
+#: Every OPTIONS key. The checks below are driven by this table.
+OPTIONS: dict[str, Option] = {
+    "WORKERS": Option(
+        4,
+        E_WORKERS,
+        "an int of at least 1",
+        _at_least_one,
+        lambda: "Set OPTIONS['WORKERS'] to the worker threads per queue.",
+    ),
+    "QUEUE_WORKERS": Option(
+        {},
+        E_QUEUE_WORKERS,
+        "a dict",
+        lambda value: isinstance(value, Mapping),
+        lambda: "Map queue names to worker counts: {'emails': 1}.",
+    ),
+    "MAX_RESULTS": Option(
+        1000,
+        E_MAX_RESULTS,
+        "an int of at least 1",
+        _at_least_one,
+        lambda: "It bounds how many finished results are kept in memory.",
+    ),
+    "RESULT_TTL": Option(
+        3600,
+        E_RESULT_TTL,
+        "a number of seconds above 0",
+        _seconds_above_zero,
+        lambda: "It bounds how long a finished result is kept in memory.",
+    ),
+    "ENQUEUE_ON_COMMIT": Option(
+        True,
+        E_ENQUEUE_ON_COMMIT,
+        "a bool",
+        lambda value: isinstance(value, bool),
+        lambda: "Set it to True (the default) or False.",
+    ),
+    "DATABASE": Option(
+        "default",
+        E_DATABASE,
+        "an alias in DATABASES",
+        _database_alias,
+        lambda: "Aliases: " + ", ".join(django_settings.DATABASES) + ".",
+    ),
+}
+
+#: OPTIONS keys, with their defaults.
+DEFAULT_OPTIONS: dict[str, Any] = {name: spec.default for name, spec in OPTIONS.items()}
+
+
 def option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMessage]:
     """Every problem with a backend's OPTIONS, as system-check messages.
 
@@ -44,99 +108,65 @@ def option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMessa
     startup, and the pool refuses to start on the errors among them, in
     case checks were skipped.
     """
+    known_keys = "Known keys: " + ", ".join(OPTIONS) + "."
     if not isinstance(options, Mapping):
         return [
             checks.Error(
                 f"OPTIONS must be a dict, not {type(options).__name__}.",
-                hint="Known keys: " + ", ".join(DEFAULT_OPTIONS) + ".",
+                hint=known_keys,
                 id=E_OPTIONS_TYPE,
             )
         ]
     errors: list[checks.CheckMessage] = [
         checks.Error(
             f"Unknown OPTIONS key {key!r}: ThreadPoolBackend would ignore it.",
-            hint="Known keys: " + ", ".join(DEFAULT_OPTIONS) + ".",
+            hint=known_keys,
             id=E_UNKNOWN_OPTION,
         )
         for key in options
-        if key not in DEFAULT_OPTIONS
+        if key not in OPTIONS
     ]
     values = {**DEFAULT_OPTIONS, **options}
-    if not _is_int(values["WORKERS"]) or values["WORKERS"] < 1:
-        errors.append(
-            checks.Error(
-                f"WORKERS must be an int of at least 1, not {values['WORKERS']!r}.",
-                hint="Set OPTIONS['WORKERS'] to the worker threads per queue.",
-                id=E_WORKERS,
+    for name, spec in OPTIONS.items():
+        if not spec.is_valid(values[name]):
+            errors.append(
+                checks.Error(
+                    f"{name} must be {spec.expected}, not {values[name]!r}.",
+                    hint=spec.hint(),
+                    id=spec.check_id,
+                )
             )
-        )
-    queue_workers = values["QUEUE_WORKERS"]
     known_queues = set(queues)
-    if not isinstance(queue_workers, Mapping):
-        errors.append(
-            checks.Error(
-                f"QUEUE_WORKERS must be a dict, not {type(queue_workers).__name__}.",
-                hint="Map queue names to worker counts: {'emails': 1}.",
-                id=E_QUEUE_WORKERS,
-            )
-        )
-    else:
-        for name, count in queue_workers.items():
-            if known_queues and name not in known_queues:
-                errors.append(
-                    checks.Error(
-                        f"QUEUE_WORKERS names {name!r}, which is not in QUEUES.",
-                        hint="QUEUES: " + ", ".join(sorted(known_queues)) + ".",
-                        id=E_QUEUE_WORKERS,
-                    )
+    if isinstance(values["QUEUE_WORKERS"], Mapping):
+        errors += _queue_worker_errors(values["QUEUE_WORKERS"], known_queues)
+    if not errors:
+        errors += sqlite_warnings(values["DATABASE"], values, known_queues)
+    return errors
+
+
+def _queue_worker_errors(
+    queue_workers: Mapping[Any, Any], known_queues: set[str]
+) -> list[checks.CheckMessage]:
+    """QUEUE_WORKERS is a dict: each entry names a known queue and a count."""
+    errors: list[checks.CheckMessage] = []
+    for name, count in queue_workers.items():
+        if known_queues and name not in known_queues:
+            errors.append(
+                checks.Error(
+                    f"QUEUE_WORKERS names {name!r}, which is not in QUEUES.",
+                    hint="QUEUES: " + ", ".join(sorted(known_queues)) + ".",
+                    id=E_QUEUE_WORKERS,
                 )
-            if not _is_int(count) or count < 1:
-                errors.append(
-                    checks.Error(
-                        f"QUEUE_WORKERS[{name!r}] must be an int of at least 1, "
-                        f"not {count!r}.",
-                        hint="Give each queue one worker or more.",
-                        id=E_QUEUE_WORKERS,
-                    )
+            )
+        if not _at_least_one(count):
+            errors.append(
+                checks.Error(
+                    f"QUEUE_WORKERS[{name!r}] must be an int of at least 1, "
+                    f"not {count!r}.",
+                    hint="Give each queue one worker or more.",
+                    id=E_QUEUE_WORKERS,
                 )
-    if not _is_int(values["MAX_RESULTS"]) or values["MAX_RESULTS"] < 1:
-        errors.append(
-            checks.Error(
-                f"MAX_RESULTS must be an int of at least 1, not "
-                f"{values['MAX_RESULTS']!r}.",
-                hint="It bounds how many finished results are kept in memory.",
-                id=E_MAX_RESULTS,
             )
-        )
-    ttl = values["RESULT_TTL"]
-    if not (_is_int(ttl) or isinstance(ttl, float)) or not ttl > 0:
-        errors.append(
-            checks.Error(
-                f"RESULT_TTL must be a number of seconds above 0, not {ttl!r}.",
-                hint="It bounds how long a finished result is kept in memory.",
-                id=E_RESULT_TTL,
-            )
-        )
-    if not isinstance(values["ENQUEUE_ON_COMMIT"], bool):
-        errors.append(
-            checks.Error(
-                f"ENQUEUE_ON_COMMIT must be a bool, not "
-                f"{values['ENQUEUE_ON_COMMIT']!r}.",
-                hint="Set it to True (the default) or False.",
-                id=E_ENQUEUE_ON_COMMIT,
-            )
-        )
-    database = values["DATABASE"]
-    if not isinstance(database, str) or database not in django_settings.DATABASES:
-        errors.append(
-            checks.Error(
-                f"DATABASE must name an alias in DATABASES, not {database!r}.",
-                hint="Aliases: " + ", ".join(django_settings.DATABASES) + ".",
-                id=E_DATABASE,
-            )
-        )
-    elif not errors:
-        errors += sqlite_warnings(database, values, known_queues)
     return errors
 
 
