@@ -16,7 +16,7 @@ class DjangoThreadConfig(AppConfig):
             conf,  # noqa: F401
             registry,
         )
-        from django_thread.checks import check_settings
+        from django_thread.checks import check_settings, enable_task_backend_checks
         from django_thread.executor import ThreadPoolExecutor
         from django_thread.thread import Thread, Timer
 
@@ -24,4 +24,5 @@ class DjangoThreadConfig(AppConfig):
         #: tracked live so that interpreter exit can shut them down.
         self.thread_classes = (Thread, Timer, ThreadPoolExecutor)
         checks.register(check_settings)
+        enable_task_backend_checks()
         registry.install_exit_hook()

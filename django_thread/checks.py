@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.checks import Error
 
 PREFIX = "DJANGO_THREAD_"
@@ -51,3 +53,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+#: The Tasks framework's own check of every configured backend, which runs
+#: ``ThreadPoolBackend.check()`` (django_thread.E101 to E109, W101).
+TASK_FRAMEWORK_CHECKS = ("django.tasks.checks", "django_tasks.checks")
+
+
+def enable_task_backend_checks() -> None:
+    """Make sure the Tasks framework checks the backends a project configures.
+
+    The framework registers its check when its ``checks`` module is
+    imported: Django 6 imports it with ``django.tasks``, and the 5.2
+    backport in its app's ``ready()``. A project that only sets ``TASKS``
+    imports neither before ``manage.py check`` runs, so bad OPTIONS would
+    pass unreported. Importing the module registers the check once (a
+    module runs once), whoever imports it first.
+    """
+    if not django_settings.is_overridden("TASKS"):
+        return
+    for module in TASK_FRAMEWORK_CHECKS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        return

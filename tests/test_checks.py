@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -68,3 +74,49 @@ def test_without_the_app_installed_the_error_names_the_fix():
         with pytest.raises(ImproperlyConfigured, match="INSTALLED_APPS"):
             with unit_of_work():
                 pass
+
+
+MINIMAL_TASKS_PROJECT = """
+SECRET_KEY = "x"
+INSTALLED_APPS = {apps!r}
+DATABASES = {{
+    "default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+}}
+TASKS = {{
+    "default": {{
+        "BACKEND": "django_thread.tasks.ThreadPoolBackend",
+        "OPTIONS": {{"WORKERS": "four", "BOGUS": 1}},
+    }}
+}}
+"""
+
+# On Django 5.2 the backport may or may not be in INSTALLED_APPS: its app
+# registers the framework's check in ready(), so both must be covered.
+APP_LISTS = (
+    [["django_thread"], ["django_tasks", "django_thread"]]
+    if django.VERSION < (6, 0)
+    else [["django_thread"]]
+)
+
+
+@pytest.mark.parametrize("apps", APP_LISTS, ids=lambda apps: "+".join(apps))
+def test_manage_py_check_reports_bad_task_options_in_a_minimal_project(apps, tmp_path):
+    (tmp_path / "minimal_settings.py").write_text(
+        MINIMAL_TASKS_PROJECT.format(apps=apps)
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
+        "DJANGO_SETTINGS_MODULE": "minimal_settings",
+    }
+    checked = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode != 0, checked.stdout + checked.stderr
+    assert "django_thread.E103" in checked.stderr  # WORKERS = "four"
+    assert "django_thread.E102" in checked.stderr  # BOGUS
+    assert "no issues" not in checked.stdout
