@@ -1,176 +1,163 @@
 """Enqueue-to-result throughput of ThreadPoolBackend, against its references.
 
-Run from the repository root::
+Each side runs the same module-level function on the same number of
+workers, in interleaved rounds of one batch: the time from the first enqueue
+(or submit) until every result is final, as tasks per second.
 
-    python benchmarks/tasks_benchmark.py
-    BENCH_DATABASE_URL=postgresql://root@127.0.0.1:5432/test \
-        python benchmarks/tasks_benchmark.py
+``executor``
+    ``django_thread.ThreadPoolExecutor`` submitting the bare function:
+    what the backend adds on top of its units of work.
+``backend`` / ``backend persistent``
+    ``ThreadPoolBackend``, with its defaults and with
+    ``OPTIONS["PERSISTENT_CONNECTIONS"]`` (n/a where that option is unknown).
+``django-tasks-local``
+    its ``ThreadPoolBackend`` (Django >= 6 only), when installed. It does no
+    connection handling at all: its workers are bare stdlib threads.
 
-For 2000 trivial tasks and 2000 one-query tasks it times, from the first
-enqueue to the last finished result:
-
-- ``ThreadPoolBackend`` (``BENCH_WORKERS`` workers, default 4);
-- Django's ``ImmediateBackend`` (runs each task in the caller);
-- ``django_thread.ThreadPoolExecutor`` submitting the bare function;
-- ``concurrent.futures.ThreadPoolExecutor`` submitting the bare function
-  (which never closes its threads' connections: the bug class this package
-  exists for, here only as a speed reference).
-
-and prints each as tasks per second and as a ratio to ThreadPoolBackend.
-The database is ``BENCH_DATABASE_URL`` (sqlite, postgresql or mysql URL),
-by default a temporary SQLite file; ``BENCH_CONN_MAX_AGE`` sets
-``CONN_MAX_AGE`` (default 0, Django's default).
+Both backends are waited for the same way, through the public
+``TaskResult.refresh()``, oldest result first with a short sleep in between,
+so that polling does not take the interpreter from the workers.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
-import sys
-import tempfile
-import threading
+import collections
+import functools
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.jobs import query_task, trivial_task
+from benchmarks.timing import Stat, interleaved, ratio
 
-N = int(os.environ.get("BENCH_TASKS", "2000"))
-WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
-
-
-def configure() -> str:
-    import django
-    from django.conf import settings
-
-    from testproject.databases import database_from_url
-
-    url = os.environ.get("BENCH_DATABASE_URL") or (
-        f"sqlite:///{tempfile.mkdtemp(prefix='django_thread_bench_')}/bench.sqlite3"
-    )
-    database = database_from_url(url)
-    database["CONN_MAX_AGE"] = int(os.environ.get("BENCH_CONN_MAX_AGE", "0"))
-    if database["ENGINE"].endswith("sqlite3"):
-        database["OPTIONS"] = {"timeout": 20}
-    apps = [
-        "django.contrib.contenttypes",
-        "django.contrib.auth",
-        "django_thread",
-        "testproject.jobs",
-    ]
-    if django.VERSION < (6, 0):
-        apps.append("django_tasks")
-    immediate = (
-        "django.tasks.backends.immediate.ImmediateBackend"
-        if django.VERSION >= (6, 0)
-        else "django_tasks.backends.immediate.ImmediateBackend"
-    )
-    settings.configure(
-        INSTALLED_APPS=apps,
-        DATABASES={"default": database},
-        USE_TZ=True,
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        TASKS={
-            "default": {"BACKEND": immediate},
-            "threads": {
-                "BACKEND": "django_thread.tasks.ThreadPoolBackend",
-                "OPTIONS": {"WORKERS": WORKERS, "MAX_RESULTS": 2 * N},
-            },
-        },
-        LOGGING_CONFIG=None,
-    )
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    vendor = database["ENGINE"].rsplit(".", 1)[-1]
-    return f"{vendor}, CONN_MAX_AGE={database['CONN_MAX_AGE']}"
+#: Names the backends have in ``TASKS`` (see ``benchmarks.configuration``).
+BACKENDS = {
+    "backend": "threads",
+    "backend persistent": "persistent",
+    "django-tasks-local": "local",
+}
 
 
-def trivial(i: int) -> int:
-    return i + 1
-
-
-def one_query(i: int) -> bool:
-    from testproject.jobs.models import Record
-
-    return Record.objects.filter(value=i).exists()
-
-
-def time_backend(task: Any, backend: str) -> float:
-    """Seconds from the first enqueue until every result is final."""
-    from django_thread.tasks.compat import task_finished
-
-    the_task = task.using(backend=backend)
-    done = threading.Semaphore(0)
-
-    def count(**kwargs: Any) -> None:
-        done.release()
-
-    task_finished.connect(count, weak=False)
+def task_backends() -> Any:
     try:
-        start = time.perf_counter()
-        results = [the_task.enqueue(i) for i in range(N)]
-        for _ in range(N):
-            done.acquire()
-        for result in results:  # published just after task_finished
-            while not result.is_finished:
-                result.refresh()
-        elapsed = time.perf_counter() - start
-    finally:
-        task_finished.disconnect(count)
-    failed = [r for r in results if r.status != "SUCCESSFUL"]
-    if failed:
-        raise SystemExit(f"{len(failed)} task(s) failed: {failed[0].errors}")
-    return elapsed
+        from django.tasks import task_backends
+    except ImportError:  # Django 5.2 and the backport
+        from django_tasks import task_backends  # type: ignore[no-redef]
+    return task_backends
 
 
-def time_executor(executor_class: type, fn: Callable[[int], Any]) -> float:
-    start = time.perf_counter()
-    with executor_class(max_workers=WORKERS) as executor:
-        for future in [executor.submit(fn, i) for i in range(N)]:
-            future.result()
-    return time.perf_counter() - start
-
-
-def main() -> None:
-    database = configure()
-    import django
-
-    import django_thread
-    from django_thread.tasks import reset_pools
-
+def make_task(fn: Callable[..., Any]) -> Any:
     try:
         from django.tasks import task
     except ImportError:
         from django_tasks import task  # type: ignore[no-redef]
+    return task(fn)
 
-    print(f"Django {django.get_version()}, Python {sys.version.split()[0]}, {database}")
-    print(f"{N} tasks each, {WORKERS} workers\n")
-    header = f"{'':28}{'seconds':>9}{'tasks/s':>10}{'vs ThreadPoolBackend':>22}"
-    for fn in (trivial, one_query):
-        the_task = task(fn)
-        time_backend(the_task, "threads")  # warm up: threads, connections
-        timings = {
-            "ThreadPoolBackend": time_backend(the_task, "threads"),
-            "ImmediateBackend": time_backend(the_task, "default"),
-            "django_thread executor": time_executor(
-                django_thread.ThreadPoolExecutor, fn
-            ),
-            "stdlib executor": time_executor(concurrent.futures.ThreadPoolExecutor, fn),
-        }
-        reset_pools()
-        print(f"{fn.__name__} tasks")
-        print(header)
-        reference = timings["ThreadPoolBackend"]
-        for name, seconds in timings.items():
-            print(
-                f"  {name:26}{seconds:9.3f}{N / seconds:10.0f}"
-                f"{reference / seconds:21.2f}x"
+
+def wait_for(results: list[Any]) -> None:
+    pending = collections.deque(results)
+    while pending:
+        pending[0].refresh()
+        if pending[0].is_finished:
+            failed = pending.popleft()
+            if failed.status != "SUCCESSFUL":
+                raise SystemExit(f"a task failed: {failed.errors}")
+        else:
+            time.sleep(0.0005)
+
+
+def backend_batch(task: Any, alias: str, arguments: list[tuple]) -> float:
+    """Seconds per task, from the first enqueue until every result is final."""
+    bound = task.using(backend=alias)
+    start = time.perf_counter()
+    wait_for([bound.enqueue(*args) for args in arguments])
+    return (time.perf_counter() - start) / len(arguments)
+
+
+def executor_batch(executor: Any, fn: Callable[..., Any], arguments: list) -> float:
+    start = time.perf_counter()
+    submitted = [executor.submit(fn, *args) for args in arguments]
+    for future in submitted:
+        future.result()
+    return (time.perf_counter() - start) / len(arguments)
+
+
+def available_backends() -> dict[str, str]:
+    """The configured backends; ours persistent only where its option is known."""
+    from django.conf import settings
+
+    found = {side: alias for side, alias in BACKENDS.items() if alias in settings.TASKS}
+    # An unknown OPTIONS key is only a check error: the backend would run
+    # without the option, so ask its checks rather than try it.
+    messages = task_backends()["persistent"].check()
+    if any(m.is_serious() and "PERSISTENT_CONNECTIONS" in m.msg for m in messages):
+        del found["backend persistent"]
+    return found
+
+
+SIDES = ("executor", *BACKENDS)
+
+
+def run_tasks(
+    database: str, label: str, workers: int, counts: tuple[int, int], rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """Trivial and one-query tasks on every side; print one table."""
+    import django_thread
+    from django_thread.tasks import reset_pools
+
+    jobs = {
+        "trivial": (trivial_task, [(i,) for i in range(counts[0])]),
+        "one query, CONN_MAX_AGE=600": (
+            query_task,
+            [(database, i) for i in range(counts[1])],
+        ),
+    }
+    backends = available_backends()
+    print(f"\nTasks, {label}, {workers} workers: tasks per second (median ±half range)")
+    print(
+        f"{'tasks':<34}"
+        + "".join(f"{side:>20}" for side in SIDES)
+        + f"{'backend/executor':>18}{'backend/local':>16}"
+    )
+    collected = {}
+    executor = django_thread.ThreadPoolExecutor(workers)
+    try:
+        for name, (fn, arguments) in jobs.items():
+            task = make_task(fn)
+            batches = {"executor": functools.partial(executor_batch, executor, fn)}
+            for side, alias in backends.items():
+                batches[side] = functools.partial(backend_batch, task, alias)
+            for measure in batches.values():  # start workers, open connections
+                measure(arguments[: 10 * workers])
+            values = interleaved(
+                {side: functools.partial(m, arguments) for side, m in batches.items()},
+                rounds,
             )
-        print()
+            collected[name] = values
+            print_row(f"{len(arguments)} {name}", values)
+    finally:
+        executor.shutdown()
+        reset_pools()  # our task workers close their connections
+        if "local" in backends.values():
+            task_backends()["local"].close()
+    return collected
 
 
-if __name__ == "__main__":
-    main()
+def print_row(label: str, values: dict[str, list[float]]) -> None:
+    cells = [
+        Stat.of([1 / v for v in values[side]]).format(digits=0)
+        if side in values
+        else "n/a"
+        for side in SIDES
+    ]
+    slower = ratio(values, "backend", "executor").format(digits=2)
+    faster = (
+        ratio(values, "django-tasks-local", "backend").format(digits=2)
+        if "django-tasks-local" in values
+        else "n/a"
+    )
+    print(
+        f"{label:<34}"
+        + "".join(f"{c:>20}" for c in cells)
+        + f"{slower:>18}{faster:>16}"
+    )
