@@ -1,69 +1,214 @@
-"""The live executors, so that interpreter exit can shut them down cleanly.
+"""Every live django_thread object that owns threads, for what happens to a process.
 
-The standard library joins its pool's workers at exit through a private
-``threading`` hook. django_thread's workers are daemon threads (an idle
-worker must not block exit), so the app registers :func:`shutdown_all` with
-``atexit`` instead: every executor still alive drains its queue, or cancels
-it (``DJANGO_THREAD_CANCEL_AT_EXIT``), and its workers close their
-connections before the process goes away.
+Three kinds of object own threads: a running :class:`~django_thread.Thread`
+owns itself, a :class:`~django_thread.ThreadPoolExecutor` and a Tasks backend
+pool own their workers. Three things happen to a whole process and must
+reach each of them, wherever it was created:
+
+- **Interpreter exit.** Long-running threads are asked to stop and joined,
+  up to ``DJANGO_THREAD_STOP_TIMEOUT`` seconds in all; a thread still running
+  then is logged and left. Then every pool drains its queued work (or cancels
+  it, ``DJANGO_THREAD_CANCEL_AT_EXIT``), and every worker thread is joined,
+  so that each closes its connections. Workers are daemon threads (an idle
+  worker must not hold the process open), so this runs where the standard
+  library runs its own pool's exit: before ``threading`` joins non-daemon
+  threads (see :func:`_before_threads_are_joined`), since a non-daemon
+  ``Thread`` would otherwise keep the process waiting forever for an exit
+  hook that only runs after it.
+- **fork().** The child has only the forking thread. Each pool starts afresh
+  there (new workers for new work); work queued before the fork stays the
+  parent's; locks another thread held at the fork are re-created.
+- **Releasing connections** (:func:`release_connections`), for test runners
+  that destroy databases while pools are still alive.
+
+Which classes are managed, and how, is declared by the AppConfig
+(:mod:`django_thread.apps`) through :func:`manage`: "stopped" classes are
+threads (``stop()``, ``join()``), "drained" classes are pools (``shutdown()``
+and the private hooks named in :class:`Pool`). They are named by dotted path
+and resolved only once their module is imported: a class whose module was
+never imported has no instances, and the Tasks backend's module cannot even
+be imported without the Tasks framework.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
+import os
+import sys
 import threading
+import time
 import weakref
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from django_thread.executor import ThreadPoolExecutor
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 logger = logging.getLogger("django_thread")
 
-_live: weakref.WeakSet[ThreadPoolExecutor] = weakref.WeakSet()
+
+class Pool(Protocol):
+    """What the registry asks of a "drained" class (an executor, a task pool)."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``: queued work runs unless cancelled."""
+
+    def _after_fork_in_child(self) -> None:
+        """Start afresh in a forked child; never run or touch the parent's work."""
+
+    def _retire_workers(self) -> list[threading.Thread]:
+        """Make every current worker exit once idle; return them to join."""
+
+
+_stopped_paths: tuple[str, ...] = ()
+_drained_paths: tuple[str, ...] = ()
+_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Worker threads, tracked apart from their pools: exit joins the workers of
+#: a pool that was garbage collected, or shut down without waiting, too.
+_workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _lock = threading.Lock()
 _exiting = threading.Event()
-_hook_installed = False
+_hooks_installed = False
 
 
-def register(executor: ThreadPoolExecutor) -> None:
+def manage(*, stopped: Iterable[str], drained: Iterable[str]) -> None:
+    """Declare the managed classes; called from ``AppConfig.ready()``."""
+    global _stopped_paths, _drained_paths
+    _stopped_paths = tuple(stopped)
+    _drained_paths = tuple(drained)
+
+
+def register(owner: Any) -> None:
     with _lock:
-        _live.add(executor)
+        _owners.add(owner)
 
 
-def unregister(executor: ThreadPoolExecutor) -> None:
+def unregister(owner: Any) -> None:
     with _lock:
-        _live.discard(executor)
+        _owners.discard(owner)
 
 
-def live_executors() -> list[ThreadPoolExecutor]:
+def track_worker(thread: threading.Thread) -> None:
     with _lock:
-        return list(_live)
+        _workers.add(thread)
+
+
+def live_owners() -> list[Any]:
+    with _lock:
+        return list(_owners)
 
 
 def exiting() -> bool:
-    """True once the interpreter has started shutting executors down."""
+    """True once exit has stopped the threads and started draining the pools."""
     return _exiting.is_set()
 
 
+def _resolve(paths: tuple[str, ...]) -> list[type]:
+    classes = []
+    for path in paths:
+        module_name, _, name = path.rpartition(".")
+        module = sys.modules.get(module_name)
+        if module is not None:
+            classes.append(getattr(module, name))
+    return classes
+
+
+def _by_class(paths: tuple[str, ...]) -> list[list[Any]]:
+    """Live owners grouped by managed class, in the declared order."""
+    owners = live_owners()
+    groups = []
+    for cls in _resolve(paths):
+        groups.append([owner for owner in owners if isinstance(owner, cls)])
+        owners = [owner for owner in owners if not isinstance(owner, cls)]
+    return groups
+
+
+def stop_threads(timeout: float) -> None:
+    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all."""
+    threads = [thread for group in _by_class(_stopped_paths) for thread in group]
+    current = threading.current_thread()
+    for thread in threads:
+        thread.stop()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        if thread is current:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning(
+                "Thread %s did not stop within DJANGO_THREAD_STOP_TIMEOUT "
+                "(%s s); leaving it running",
+                thread.name,
+                timeout,
+            )
+
+
 def shutdown_all() -> None:
-    """Shut every live executor down; registered with ``atexit``."""
+    """Interpreter exit: stop the threads, then drain every pool, in order."""
     from django_thread.conf import settings
 
+    stop_threads(settings.DJANGO_THREAD_STOP_TIMEOUT)
+    # Stopping threads could still hand work to pools; from here on, no one can.
     _exiting.set()
     cancel = settings.DJANGO_THREAD_CANCEL_AT_EXIT
-    for executor in live_executors():
-        try:
-            executor.shutdown(wait=True, cancel_futures=cancel)
-        except Exception:
-            logger.exception("Shutting down %r at exit failed", executor)
-
-
-def install_exit_hook() -> None:
-    """Called from ``AppConfig.ready()``; idempotent."""
-    global _hook_installed
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            try:
+                pool.shutdown(wait=True, cancel_futures=cancel)
+            except Exception:
+                logger.exception("Shutting down %r at exit failed", pool)
     with _lock:
-        if not _hook_installed:
-            atexit.register(shutdown_all)
-            _hook_installed = True
+        workers = list(_workers)
+    for worker in workers:
+        # Workers of pools no longer registered: they still run queued work.
+        if worker.is_alive() and worker is not threading.current_thread():
+            worker.join()
+
+
+def _before_threads_are_joined(hook: Any) -> None:
+    """Run ``hook`` at exit before ``threading`` joins non-daemon threads.
+
+    ``atexit`` handlers run only after that join, too late for a non-daemon
+    ``Thread`` that waits to be told to stop. ``threading._register_atexit``
+    is private; it is what ``concurrent.futures.thread`` uses for its own
+    pool. Checked on CPython 3.10, 3.11, 3.12 and 3.13.
+    """
+    threading._register_atexit(hook)  # type: ignore[attr-defined]
+
+
+def _fork_prepare() -> None:
+    _lock.acquire()
+
+
+def _fork_parent() -> None:
+    _lock.release()
+
+
+def _fork_child() -> None:
+    """Re-create the registry's lock, then let every pool start afresh."""
+    global _lock
+    _lock = threading.Lock()
+    # Threads of the parent do not exist here: forget them and their workers.
+    for group in _by_class(_stopped_paths):
+        for thread in group:
+            _owners.discard(thread)
+    _workers.clear()
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            try:
+                pool._after_fork_in_child()
+            except Exception:
+                logger.exception("Resetting %r in a forked child failed", pool)
+
+
+def install_hooks() -> None:
+    """The exit and fork hooks; called from ``AppConfig.ready()``, idempotent."""
+    global _hooks_installed
+    with _lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    _before_threads_are_joined(shutdown_all)
+    if hasattr(os, "register_at_fork"):  # not on Windows
+        os.register_at_fork(
+            before=_fork_prepare,
+            after_in_parent=_fork_parent,
+            after_in_child=_fork_child,
+        )
