@@ -41,6 +41,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from django_thread import forking
+
 logger = logging.getLogger("django_thread")
 
 
@@ -185,10 +187,14 @@ def _fork_child() -> None:
     """Re-create the registry's lock, then let every pool start afresh."""
     global _lock
     _lock = threading.Lock()
-    # Threads of the parent do not exist here: forget them and their workers.
+    forking.forget_inherited_connections()
+    # Threads of the parent do not exist here (but the forking one does):
+    # forget them and the workers.
+    current = threading.current_thread()
     for group in _by_class(_stopped_paths):
         for thread in group:
-            _owners.discard(thread)
+            if thread is not current:
+                _owners.discard(thread)
     _workers.clear()
     for group in _by_class(_drained_paths):
         for pool in group:
@@ -207,6 +213,7 @@ def install_hooks() -> None:
         _hooks_installed = True
     _before_threads_are_joined(shutdown_all)
     if hasattr(os, "register_at_fork"):  # not on Windows
+        forking.install()
         os.register_at_fork(
             before=_fork_prepare,
             after_in_parent=_fork_parent,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from django_thread import registry
+from django_thread import forking, registry
 from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (
     close_thread_connections,
@@ -41,11 +41,13 @@ def run_thread_body(
     count as a :class:`~django_thread.unit_of_work` for nesting, so a
     long-running ``run()`` can make each loop iteration a unit of its own.
     """
+    forking.track_this_thread()
     try:
         call_in(snapshot, partial(run_unit, absorb_inner_units=False), sender, run)
     finally:
         # The thread is ending: no later unit can reuse its connections.
         close_thread_connections()
+        forking.untrack_this_thread()
 
 
 class Thread(threading.Thread):

@@ -11,7 +11,9 @@ the same, and lives here:
   down without waiting or garbage collected;
 - a loop that raises is logged as a crash, never silently lost;
 - whatever ends the loop, the worker's connections are closed, in the
-  worker, since no other thread can close them.
+  worker, since no other thread can close them;
+- until then its connections are held for :mod:`django_thread.forking`,
+  so that a forked child never closes them under the parent.
 
 What ends a loop is the loop's business (see each loop's exit conditions):
 its pool shutting down, its pool collected, interpreter exit, or its pool
@@ -26,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django_thread import registry
+from django_thread import forking, registry
 from django_thread.lifecycle import close_thread_connections
 
 
@@ -48,6 +50,7 @@ def start_worker(
 def _run_worker(
     loop: Callable[..., object], args: tuple[Any, ...], crash_logger: logging.Logger
 ) -> None:
+    forking.track_this_thread()
     try:
         loop(*args)
     except BaseException:
@@ -56,3 +59,4 @@ def _run_worker(
         )
     finally:
         close_thread_connections()
+        forking.untrack_this_thread()
