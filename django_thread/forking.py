@@ -36,6 +36,8 @@ from typing import Any
 
 from django.db.backends.signals import connection_created
 
+from django_thread import internals
+
 logger = logging.getLogger("django_thread")
 
 #: Per thread (by ident), the connection wrappers it opened: kept alive here
@@ -64,15 +66,6 @@ def _hold(sender: Any, connection: Any, **kwargs: Any) -> None:
 def install() -> None:
     """Start holding connections; called with the registry's fork hooks."""
     connection_created.connect(_hold, dispatch_uid="django_thread.forking.hold")
-
-
-def _driver_connection(wrapper: Any) -> Any:
-    """The DB-API connection of a Django connection wrapper, or None.
-
-    ``BaseDatabaseWrapper.connection`` is an attribute, not documented API;
-    checked on Django 5.2, 6.0 and 6.1.
-    """
-    return wrapper.connection
 
 
 def _detach(raw: Any) -> bool:
@@ -110,6 +103,6 @@ def forget_inherited_connections() -> None:
     if mine is not None:
         _held[current] = mine
     for wrapper in inherited:
-        raw = _driver_connection(wrapper)
+        raw = internals.driver_connection(wrapper)
         if raw is not None and not _detach(raw):
             _kept_forever.append(raw)

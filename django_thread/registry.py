@@ -12,7 +12,7 @@ reach each of them, wherever it was created:
   so that each closes its connections. Workers are daemon threads (an idle
   worker must not hold the process open), so this runs where the standard
   library runs its own pool's exit: before ``threading`` joins non-daemon
-  threads (see :func:`_before_threads_are_joined`), since a non-daemon
+  threads (see ``internals.run_before_threads_join``), since a non-daemon
   ``Thread`` would otherwise keep the process waiting forever for an exit
   hook that only runs after it.
 - **fork().** The child has only the forking thread. Each pool starts afresh
@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from django_thread import forking
+from django_thread import forking, internals
 
 logger = logging.getLogger("django_thread")
 
@@ -164,17 +164,6 @@ def shutdown_all() -> None:
             worker.join()
 
 
-def _before_threads_are_joined(hook: Any) -> None:
-    """Run ``hook`` at exit before ``threading`` joins non-daemon threads.
-
-    ``atexit`` handlers run only after that join, too late for a non-daemon
-    ``Thread`` that waits to be told to stop. ``threading._register_atexit``
-    is private; it is what ``concurrent.futures.thread`` uses for its own
-    pool. Checked on CPython 3.10, 3.11, 3.12 and 3.13.
-    """
-    threading._register_atexit(hook)  # type: ignore[attr-defined]
-
-
 def _fork_prepare() -> None:
     _lock.acquire()
 
@@ -211,7 +200,7 @@ def install_hooks() -> None:
         if _hooks_installed:
             return
         _hooks_installed = True
-    _before_threads_are_joined(shutdown_all)
+    internals.run_before_threads_join(shutdown_all)
     if hasattr(os, "register_at_fork"):  # not on Windows
         forking.install()
         os.register_at_fork(

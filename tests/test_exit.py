@@ -115,7 +115,7 @@ UNWAITED = textwrap.dedent(
 def test_pending_work_still_runs_at_exit_when_nobody_waits_for_it(tmp_path, how):
     """The stdlib's promise: pending futures finish before the interpreter exits."""
     db = tmp_path / "unwaited.sqlite3"
-    script = UNWAITED.format(root=str(ROOT), db=str(db), how=how)
+    script = UNWAITED.format(root=str(REPO_ROOT), db=str(db), how=how)
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "-c", script],

@@ -13,16 +13,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connections
 
 from testproject.jobs.models import Record
-from tests.conftest import server_connection_count, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO_ROOT, server_connection_count, wait_for
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
 
@@ -54,7 +51,7 @@ def run_script(alias: str, body: str) -> dict[str, Any]:
         def report(**values):
             print(json.dumps(values))
         """
-    ).format(root=str(ROOT), url=database_url(alias)) + textwrap.dedent(body)
+    ).format(root=str(REPO_ROOT), url=database_url(alias)) + textwrap.dedent(body)
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         [sys.executable, "-c", script],

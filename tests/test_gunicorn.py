@@ -18,16 +18,14 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from django.db import connections
 
 from testproject.jobs.models import Record
-from tests.conftest import server_connection_count, wait_for
+from tests.helpers import REPO_ROOT, server_connection_count, wait_for
 from tests.test_fork import database_url
 
-ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 30  # per pool
 
 
@@ -37,7 +35,7 @@ class Server:
     def __init__(self, url: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
         env["TESTPROJECT_DATABASE_URL"] = url
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(REPO_ROOT)
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -49,7 +47,7 @@ class Server:
                 "--graceful-timeout=20",
                 "tests.gunicorn_app:application",
             ],
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

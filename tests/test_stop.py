@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -16,8 +15,7 @@ from django.test import override_settings
 
 from django_thread import Thread, Timer
 from django_thread.checks import check_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO_ROOT
 
 
 @pytest.mark.parametrize("value", [-1, "5", True, None, float("inf"), float("nan")])
@@ -73,8 +71,11 @@ EXIT_SCRIPT = textwrap.dedent(
 
     opened = []
 
+    def say(line):  # one write(2) per line: threads print concurrently
+        os.write(1, (line + "\\n").encode())
+
     def report():  # a plain atexit handler: runs after django_thread's hook
-        print("still-open", sum(1 for w in opened if w.connection is not None))
+        say("still-open %d" % sum(1 for w in opened if w.connection is not None))
 
     atexit.register(report)
 
@@ -100,16 +101,16 @@ EXIT_SCRIPT = textwrap.dedent(
             while not self.stopping.is_set():
                 with unit_of_work():
                     Record.objects.create(name="poll")
-                    print("polled", flush=True)
+                    say("polled")
                 self.stopping.wait(60)
-            print("stopped", flush=True)
+            say("stopped")
 
     connected = threading.Event()
 
     class Stubborn(Thread):
         def run(self):
             Record.objects.count()
-            print("stubborn", flush=True)
+            say("stubborn")
             connected.set()
             time.sleep(30)  # never looks at self.stopping
 
@@ -127,7 +128,7 @@ EXIT_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("stubborn", [False, True], ids=["all-stop", "one-stubborn"])
 def test_running_threads_are_stopped_and_joined_at_exit(tmp_path, stubborn):
     script = EXIT_SCRIPT.format(
-        root=str(ROOT), db=str(tmp_path / "stop.sqlite3"), stubborn=stubborn
+        root=str(REPO_ROOT), db=str(tmp_path / "stop.sqlite3"), stubborn=stubborn
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
