@@ -297,6 +297,8 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
             for work_item in pending:
                 self._work_queue.put(work_item)
                 self._adjust_thread_count()
+            if self._shutdown:
+                self._work_queue.put(None)  # the new workers exit once done
         return retired
 
     def _after_fork_in_child(self) -> None:

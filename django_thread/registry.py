@@ -19,7 +19,8 @@ reach each of them, wherever it was created:
   there (new workers for new work); work queued before the fork stays the
   parent's; locks another thread held at the fork are re-created.
 - **Releasing connections** (:func:`release_connections`), for test runners
-  that destroy databases while pools are still alive.
+  that destroy databases while pools are still alive: the workers exit, the
+  pools stay usable.
 
 Which classes are managed, and how, is declared by the AppConfig
 (:mod:`django_thread.apps`) through :func:`manage`: "stopped" classes are
@@ -162,6 +163,44 @@ def shutdown_all() -> None:
         # Workers of pools no longer registered: they still run queued work.
         if worker.is_alive() and worker is not threading.current_thread():
             worker.join()
+
+
+def release_connections(timeout: float = 10.0) -> bool:
+    """Make every worker of every live pool exit, closing its connections.
+
+    For test runners and the pytest plugin, before test databases are
+    destroyed (PostgreSQL refuses to drop a database that sessions are
+    still using): each executor and Tasks backend pool retires its current
+    workers. Idle ones exit at once, busy ones after the work they are
+    running; each closes its connections as it exits. The pools stay
+    usable: work submitted later, or queued now, starts new workers.
+    Workers of pools already shut down are waited for as well. Long-running
+    ``Thread`` objects run your code and are not touched.
+
+    Returns True once every such worker has exited, or False after
+    ``timeout`` seconds with some still running (each is logged).
+    """
+    retired: list[threading.Thread] = []
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            retired += pool._retire_workers()
+    with _lock:
+        retired += [worker for worker in _workers if worker not in retired]
+    deadline = time.monotonic() + timeout
+    released = True
+    for worker in retired:
+        if worker is threading.current_thread():
+            continue
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            released = False
+            logger.warning(
+                "Worker %s is still running after %s s; its connections stay "
+                "open until its work ends",
+                worker.name,
+                timeout,
+            )
+    return released
 
 
 def _fork_prepare() -> None:
