@@ -94,6 +94,7 @@ def _worker(
     executor_reference: weakref.ref[ThreadPoolExecutor],
     work_queue: queue.SimpleQueue[_WorkItem | None],
     idle_semaphore: threading.Semaphore,
+    running: set[_WorkItem],
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
@@ -114,7 +115,9 @@ def _worker(
             idle_semaphore.release()
             work_item = work_queue.get(block=True)
         if work_item is not None:
+            running.add(work_item)  # for a forked child, see _after_fork_in_child
             work_item.run()
+            running.discard(work_item)
             del work_item  # drop the item's references before waiting again
             continue
         executor = executor_reference()
@@ -195,6 +198,8 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         self._work_queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()  # type: ignore[assignment]
         self._idle_semaphore = threading.Semaphore(0)
         self._threads: set[threading.Thread] = set()
+        #: The items this generation's workers are running (not a stdlib name).
+        self._running_items: set[_WorkItem] = set()
 
     def submit(
         self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
@@ -232,6 +237,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
                     weakref.ref(self, weakref_cb),
                     self._work_queue,
                     self._idle_semaphore,
+                    self._running_items,
                     self._initializer,
                     self._initargs,
                 ),
@@ -304,19 +310,23 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
     def _after_fork_in_child(self) -> None:
         """In a forked child: new workers for new work; the parent's work fails.
 
-        Items queued before the fork belong to the parent, which runs them;
-        running them here too would run them twice. Their futures fail, so
-        that nothing in the child waits for them forever.
+        Items queued or running at the fork belong to the parent, which runs
+        them; running them here too would run them twice. Their futures
+        fail, so that nothing in the child waits for them forever.
         """
         # Another thread of the parent may have held the lock at the fork.
         self._shutdown_lock = threading.Lock()
-        inherited = self._take_queued_work_items()
+        running = list(self._running_items)
+        queued = self._take_queued_work_items()
         self._retired_threads = set()
         self._new_generation()
         error = RuntimeError(
             f"This call was submitted to {self!r} before the process forked; "
             "it runs in the parent process, never in the child."
         )
-        for work_item in inherited:
+        for work_item in queued:
             if work_item.future.set_running_or_notify_cancel():
+                work_item.future.set_exception(error)
+        for work_item in running:
+            if not work_item.future.done():
                 work_item.future.set_exception(error)

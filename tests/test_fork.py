@@ -74,7 +74,7 @@ from testproject.jobs.background import record
 executor = ThreadPoolExecutor(max_workers=1)  # one worker: one session to watch
 warm = executor.submit(record, "parent-warm").result()
 started, gate = threading.Event(), threading.Event()
-executor.submit(lambda: (started.set(), gate.wait(10)))
+running = executor.submit(lambda: (started.set(), gate.wait(10)))
 started.wait(10)
 queued = executor.submit(record, "queued-before-fork")  # waits behind the gate
 child = os.fork()
@@ -84,6 +84,7 @@ if child == 0:
         report(child_queued="ran")
     except RuntimeError as error:
         report(child_queued=str(error))
+    report(child_running=repr(running.exception(timeout=10)))
     sessions = {executor.submit(record, "child").result(10) for _ in range(20)}
     report(child_sessions=sorted(sessions))
     sys.exit(0)  # exit hooks run here too, in the child
@@ -137,6 +138,7 @@ def test_forked_child_gets_a_working_pool_and_leaves_the_parents_alone(
     assert reports["child_exit"] == 0
     if pool == "executor":
         assert "before the process forked" in reports["child_queued"]
+        assert "before the process forked" in reports["child_running"]
     else:
         assert reports["child_queued"] == "TaskResultDoesNotExist"
     # The child's new worker opened a session of its own...
