@@ -247,7 +247,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
 
     def _take_queued_work_items(self) -> list[_WorkItem]:
         """Empty the queue: the items no worker has started, without wake-ups."""
-        work_items = []
+        work_items: list[_WorkItem] = []
         while True:
             try:
                 work_item = self._work_queue.get_nowait()
