@@ -124,15 +124,25 @@ def _by_class(paths: tuple[str, ...]) -> list[list[Any]]:
 
 
 def stop_threads(timeout: float) -> None:
-    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all."""
-    threads = [thread for group in _by_class(_stopped_paths) for thread in group]
+    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all.
+
+    A thread whose class sets ``stop_at_exit = False`` (``Timer``: a
+    pending timer fires at exit, as ``threading.Timer`` does) is left alone.
+    """
     current = threading.current_thread()
+    threads = [
+        thread
+        for group in _by_class(_stopped_paths)
+        for thread in group
+        if thread.stop_at_exit and thread is not current
+    ]
     for thread in threads:
-        thread.stop()
+        try:
+            thread.stop()
+        except Exception:
+            logger.exception("Asking %s to stop at exit failed", thread.name)
     deadline = time.monotonic() + timeout
     for thread in threads:
-        if thread is current:
-            continue
         thread.join(max(0.0, deadline - time.monotonic()))
         if thread.is_alive():
             logger.warning(

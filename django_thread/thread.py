@@ -67,6 +67,11 @@ class Thread(threading.Thread):
     ``DJANGO_THREAD_STOP_TIMEOUT`` seconds.
     """
 
+    #: Whether interpreter exit calls :meth:`stop` and waits for the thread
+    #: (up to ``DJANGO_THREAD_STOP_TIMEOUT``). False leaves it to
+    #: ``threading``, as a plain thread: a non-daemon one is waited for.
+    stop_at_exit: bool = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Set by :meth:`stop`: the thread should finish its current work and
@@ -107,7 +112,13 @@ class Thread(threading.Thread):
 
 
 class Timer(Thread, threading.Timer):
-    """A drop-in ``threading.Timer``; the wait and the call are one unit."""
+    """A drop-in ``threading.Timer``; the wait and the call are one unit.
+
+    At interpreter exit a pending timer is left to ``threading``, as a
+    ``threading.Timer`` is (``stop_at_exit = False``); :meth:`stop` cancels it.
+    """
+
+    stop_at_exit = False
 
     def stop(self) -> None:
         """Cancel the timer if it is still waiting, and set ``stopping``."""

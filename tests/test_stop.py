@@ -151,3 +151,37 @@ def test_running_threads_are_stopped_and_joined_at_exit(tmp_path, stubborn):
     else:
         assert "did not stop" not in result.stderr
         assert lines[-1] == "still-open 0"
+
+
+def test_pending_timer_still_fires_at_exit_as_threading_timer_does(tmp_path):
+    script = textwrap.dedent(
+        """
+        import os, sys
+        sys.path.insert(0, {root!r})
+        os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+        os.environ["TESTPROJECT_DATABASE_URL"] = "sqlite:///" + {db!r}
+        import django
+        django.setup()
+        from django.core.management import call_command
+        call_command("migrate", verbosity=0)
+        from django_thread import Timer
+        from testproject.jobs.models import Record
+
+        def fire():
+            Record.objects.create(name="timer")
+            print("fired", Record.objects.count(), flush=True)
+
+        Timer(0.2, fire).start()  # not a daemon: exit waits for it
+        """
+    ).format(root=str(REPO_ROOT), db=str(tmp_path / "timer.sqlite3"))
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["fired 1"]
+    assert "did not stop" not in result.stderr
