@@ -189,11 +189,12 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
     def _new_generation(self) -> None:
         """Fresh worker state: a new queue, no idle worker, no workers.
 
-        The attribute names are the stdlib's (CPython 3.10 to 3.13
-        ``ThreadPoolExecutor.__init__``), for code that introspects
-        executors, but the state is this class's own: the stdlib's
-        ``__init__`` is never run, and every stdlib method that reads this
-        state is overridden here (a test checks it on each version).
+        The attribute names set here and in ``__init__`` are the stdlib's
+        (CPython 3.10 to 3.13 ``ThreadPoolExecutor.__init__``), for code that
+        introspects executors, but the state is this class's own: the
+        stdlib's ``__init__`` is never run, and every stdlib method that
+        reads this state is overridden here (a test checks it on each
+        version).
         """
         self._work_queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()  # type: ignore[assignment]
         self._idle_semaphore = threading.Semaphore(0)
@@ -280,7 +281,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
             # still run the queued work, and interpreter exit waits for them.
             registry.unregister(self)
 
-    # --- The registry's hooks (see django_thread.registry.Pool) ----------
+    # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
 
     def _retire_workers(self) -> list[threading.Thread]:
         """Start a new generation; the current workers exit once idle.

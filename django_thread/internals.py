@@ -6,8 +6,8 @@ comment naming the versions it was checked on. ``tests/test_internals.py``
 runs each helper on every supported Python and Django, so that a change in
 either fails there, by name, instead of deep inside a worker. The executor's
 attributes named after ``concurrent.futures.ThreadPoolExecutor``'s private
-ones are its own state, not the stdlib's: they are set in one place,
-``ThreadPoolExecutor._new_generation``, whose fence ``tests/test_registry.py``
+ones are its own state, not the stdlib's: they are set only in its
+``__init__`` and ``_new_generation``, a fence that ``tests/test_registry.py``
 checks.
 """
 

@@ -25,7 +25,7 @@ reach each of them, wherever it was created:
 Which classes are managed, and how, is declared by the AppConfig
 (:mod:`django_thread.apps`) through :func:`manage`: "stopped" classes are
 threads (``stop()``, ``join()``), "drained" classes are pools (``shutdown()``
-and the private hooks named in :class:`Pool`). They are named by dotted path
+and the private hooks named in :class:`WorkerPool`). They are named by dotted path
 and resolved only once their module is imported: a class whose module was
 never imported has no instances, and the Tasks backend's module cannot even
 be imported without the Tasks framework.
@@ -47,7 +47,7 @@ from django_thread import forking, internals
 logger = logging.getLogger("django_thread")
 
 
-class Pool(Protocol):
+class WorkerPool(Protocol):
     """What the registry asks of a "drained" class (an executor, a task pool)."""
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

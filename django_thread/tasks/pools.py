@@ -95,7 +95,7 @@ class Pool:
             # Without waiting, the pool stays registered, as an executor does.
             registry.unregister(self)
 
-    # --- The registry's hooks (see django_thread.registry.Pool) ----------
+    # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
 
     def _retire_workers(self) -> list[threading.Thread]:
         with self._lock:
