@@ -60,6 +60,10 @@ def untrack_this_thread() -> None:
 def _hold(sender: Any, connection: Any, **kwargs: Any) -> None:
     held = _held.get(threading.get_ident())
     if held is not None:
+        # A thread has one wrapper per alias: an earlier one for this alias
+        # was discarded (and closed) by the lifecycle, and needs no holding.
+        for replaced in [w for w in held if w.alias == connection.alias]:
+            held.discard(replaced)
         held.add(connection)
 
 

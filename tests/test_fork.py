@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
@@ -151,3 +152,24 @@ def test_forked_child_gets_a_working_pool_and_leaves_the_parents_alone(
     assert rows.filter(name="queued-before-fork").count() == 1  # in the parent
     # Both processes closed every connection they opened, at exit.
     wait_for(lambda: server_connection_count(server_alias) == 0, "sessions to end")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_holds_only_its_open_connections_for_a_fork():
+    """Wrappers discarded after a leaked transaction are not kept alive."""
+    from django.db import connections, transaction
+
+    from django_thread import ThreadPoolExecutor, forking
+
+    def leak_a_transaction():
+        transaction.atomic().__enter__()  # leaked: the unit discards the wrapper
+        connections["default"].ensure_connection()
+
+    def held_here():
+        connections["default"].ensure_connection()
+        return len(forking._held[threading.get_ident()])
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        for _ in range(3):
+            executor.submit(leak_a_transaction).result()
+        assert executor.submit(held_here).result() == 1
