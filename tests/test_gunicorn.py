@@ -24,7 +24,7 @@ from django.db import connections
 
 from testproject.jobs.models import Record
 from tests.helpers import REPO_ROOT, server_connection_count, wait_for
-from tests.test_fork import database_url
+from tests.processes import database_url
 
 REQUESTS = 30  # per pool
 

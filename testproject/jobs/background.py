@@ -15,7 +15,13 @@ executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobs")
 
 
 def database_session() -> int:
-    """The server's id for this thread's connection (pg_stat_activity's pid)."""
+    """The server's id for this thread's connection (pg_stat_activity's pid).
+
+    SQLite has no server: the id of the driver's connection object stands in.
+    """
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return id(connection.connection)
     query = (
         "SELECT pg_backend_pid()"
         if connection.vendor == "postgresql"
