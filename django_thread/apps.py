@@ -1,4 +1,4 @@
-"""The app: settings defaults, system checks, and clean shutdown at exit."""
+"""The app, wired at a glance: settings, checks, the managed classes, exit and fork."""
 
 from __future__ import annotations
 
@@ -10,19 +10,29 @@ class DjangoThreadConfig(AppConfig):
     name = "django_thread"
     verbose_name = "django-thread"
 
+    #: Classes whose running instances are threads of their own: at
+    #: interpreter exit each is asked to ``stop()`` and joined, up to
+    #: ``DJANGO_THREAD_STOP_TIMEOUT`` seconds in all. They go first, since
+    #: they may still hand work to the pools below.
+    stopped_classes = ("django_thread.thread.Thread",)
+    #: Classes whose live instances own worker threads: at exit each drains
+    #: its queued work (or cancels it, ``DJANGO_THREAD_CANCEL_AT_EXIT``), in
+    #: this order, executors before task pools since executor jobs may
+    #: enqueue tasks; in a forked child each starts afresh.
+    drained_classes = (
+        "django_thread.executor.ThreadPoolExecutor",
+        "django_thread.tasks.pools.Pool",
+    )
+
     def ready(self) -> None:
-        # Importing conf installs the DJANGO_THREAD_* defaults on settings.
         from django_thread import (
-            conf,  # noqa: F401
+            conf,  # noqa: F401  (installs the DJANGO_THREAD_* defaults)
             registry,
         )
         from django_thread.checks import check_settings, enable_task_backend_checks
-        from django_thread.executor import ThreadPoolExecutor
-        from django_thread.thread import Thread, Timer
 
-        #: The classes whose work runs as units; executors among them are
-        #: tracked live so that interpreter exit can shut them down.
-        self.thread_classes = (Thread, Timer, ThreadPoolExecutor)
         checks.register(check_settings)
         enable_task_backend_checks()
-        registry.install_exit_hook()
+        registry.manage(stopped=self.stopped_classes, drained=self.drained_classes)
+        # Exit: stop threads, drain pools. Fork: fresh pools in the child.
+        registry.install_hooks()

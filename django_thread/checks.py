@@ -19,6 +19,9 @@ BOOLEAN_SETTINGS = {
     "DJANGO_THREAD_CANCEL_AT_EXIT": "django_thread.E004",
 }
 UNKNOWN_SETTING = "django_thread.E005"
+STOP_TIMEOUT = "django_thread.E006"
+#: Every setting django_thread reads.
+KNOWN_SETTINGS = [*BOOLEAN_SETTINGS, "DJANGO_THREAD_STOP_TIMEOUT"]
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -35,15 +38,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id=check_id,
                 )
             )
+    timeout = settings.DJANGO_THREAD_STOP_TIMEOUT
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (0 <= timeout < float("inf"))
+    ):
+        errors.append(
+            Error(
+                "DJANGO_THREAD_STOP_TIMEOUT must be a number of seconds, zero "
+                f"or more, not {timeout!r}.",
+                hint="Set DJANGO_THREAD_STOP_TIMEOUT = 5.0, for example; "
+                "exit waits at most this long for running Threads to stop.",
+                id=STOP_TIMEOUT,
+            )
+        )
     for name in dir(settings):
-        if name.startswith(PREFIX) and name not in BOOLEAN_SETTINGS:
+        if name.startswith(PREFIX) and name not in KNOWN_SETTINGS:
             # Compare without the shared prefix, which would match anything.
-            known = [known[len(PREFIX) :] for known in BOOLEAN_SETTINGS]
+            known = [known[len(PREFIX) :] for known in KNOWN_SETTINGS]
             close = difflib.get_close_matches(name[len(PREFIX) :], known, n=1)
             hint = (
                 f"Did you mean {PREFIX}{close[0]}?"
                 if close
-                else ("Known settings: " + ", ".join(sorted(BOOLEAN_SETTINGS)) + ".")
+                else ("Known settings: " + ", ".join(sorted(KNOWN_SETTINGS)) + ".")
             )
             errors.append(
                 Error(

@@ -31,6 +31,9 @@ class DjangoThreadConf(AppConf):
     #: At interpreter exit, cancel work still queued in live executors
     #: instead of running it.
     CANCEL_AT_EXIT: Any = False
+    #: At interpreter exit, how long (seconds, in all) to wait for running
+    #: ``Thread``s to return from ``run()`` once asked to stop.
+    STOP_TIMEOUT: Any = 5.0
 
     class Meta:
         prefix = "django_thread"

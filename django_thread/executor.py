@@ -1,19 +1,30 @@
 """A ``ThreadPoolExecutor`` whose every submitted call is one unit of work.
 
-Wrapping each call is not enough: with ``CONN_MAX_AGE`` above zero a worker
-keeps its connection between calls, and the standard library gives no hook
-to run code in a worker thread as it exits, so its connections would stay
-open until the garbage collector breaks the wrapper's reference cycles. So
-this class keeps the standard constructor, ``submit``, ``map`` and
-``shutdown`` semantics (it subclasses
-``concurrent.futures.ThreadPoolExecutor``, so ``isinstance`` checks such as
-``asyncio``'s ``set_default_executor`` still pass) but runs its own worker
-loop, which closes the worker's connections in a ``finally`` when it exits.
+This module follows CPython 3.13's ``Lib/concurrent/futures/thread.py``:
+the same ``_WorkItem``, the same ``_worker`` loop holding only a weak
+reference to its executor, the same attribute names and the same
+``submit``/``shutdown`` semantics. A reader who knows that file should read
+this one as a list of differences, each for a reason:
 
-Its workers are daemon threads so that idle workers do not block interpreter
-exit; :mod:`django_thread.registry` shuts every live executor down from an
-``atexit`` handler instead, as the standard library does for its own pool,
-which lets queued work finish and workers close their connections.
+- a work item runs its call as a unit of work (:func:`run_unit`) in a copy
+  of the submitter's context, and sets its future only after the unit's
+  cleanup;
+- the worker is started by :func:`django_thread.workers.start_worker`, a
+  daemon thread that closes its connections when it ends, whatever ends it
+  (the stdlib gives no hook to run code in a worker as it exits, so with
+  ``CONN_MAX_AGE`` above zero its connections would wait for the garbage
+  collector);
+- exit is run by :mod:`django_thread.registry`, like the stdlib's
+  ``_python_exit`` but for daemon workers, and so is fork: a forked child
+  gets a new generation of workers (the stdlib's pool is dead in a child);
+- each worker is handed its generation's queue and idle semaphore, instead
+  of reading them from the executor, so that a new generation (after a fork,
+  or :func:`~django_thread.registry.release_connections`) never mixes with
+  the workers of the previous one.
+
+It subclasses ``concurrent.futures.ThreadPoolExecutor`` so that ``isinstance``
+checks (asyncio's ``set_default_executor``) pass, but never runs the stdlib's
+``__init__``: see :meth:`ThreadPoolExecutor._new_generation`.
 """
 
 from __future__ import annotations
@@ -31,16 +42,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from django_thread import registry
 from django_thread.context import Snapshot, call_in, capture
-from django_thread.lifecycle import (
-    close_thread_connections,
-    ensure_app_installed,
-    run_unit,
-)
+from django_thread.lifecycle import ensure_app_installed, run_unit
+from django_thread.workers import start_worker
 
 # concurrent.futures logs worker crashes here; so do we, for parity.
 futures_logger = logging.getLogger("concurrent.futures")
-
-_executor_numbers = itertools.count()
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -48,8 +54,8 @@ _T = TypeVar("_T")
 _cpu_count = getattr(os, "process_cpu_count", os.cpu_count)  # 3.13 added it
 
 
-class _Job:
-    """One submitted call: the result is set only after the unit's cleanup."""
+class _WorkItem:
+    """One submitted call; as the stdlib's, plus its sender and context."""
 
     __slots__ = ("future", "sender", "fn", "args", "kwargs", "snapshot")
 
@@ -84,51 +90,55 @@ class _Job:
             self.future.set_result(result)
 
 
-def _work(
-    executor_ref: weakref.ref[ThreadPoolExecutor],
-    jobs: queue.SimpleQueue[_Job | None],
+def _worker(
+    executor_reference: weakref.ref[ThreadPoolExecutor],
+    work_queue: queue.SimpleQueue[_WorkItem | None],
+    idle_semaphore: threading.Semaphore,
+    running: set[_WorkItem],
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    """The worker loop; whatever ends it, the worker's connections close."""
-    try:
-        if initializer is not None:
-            try:
-                run_unit(_sender_of(executor_ref), initializer, initargs, {})
-            except BaseException:
-                futures_logger.critical("Exception in initializer:", exc_info=True)
-                executor = executor_ref()
-                if executor is not None:
-                    executor._initializer_failed()
-                return
-        while True:
-            try:
-                job = jobs.get_nowait()
-            except queue.Empty:
-                executor = executor_ref()
-                if executor is not None:
-                    executor._idle_semaphore.release()
-                del executor
-                job = jobs.get(block=True)
-            if job is not None:
-                job.run()
-                del job  # drop the job's references before waiting again
-                continue
-            executor = executor_ref()
-            if executor is None or executor._shutdown or registry.exiting():
-                if executor is not None:
-                    executor._shutdown = True
-                jobs.put(None)  # wake the next worker
-                return
-            del executor
-    except BaseException:
-        futures_logger.critical("Exception in worker", exc_info=True)
-    finally:
-        close_thread_connections()
+    if initializer is not None:
+        try:
+            run_unit(_sender_of(executor_reference), initializer, initargs, {})
+        except BaseException:
+            futures_logger.critical("Exception in initializer:", exc_info=True)
+            executor = executor_reference()
+            if executor is not None:
+                executor._initializer_failed()
+            return
+    while True:
+        try:
+            work_item = work_queue.get_nowait()
+        except queue.Empty:
+            # Count this worker idle, so that submit() does not start another.
+            idle_semaphore.release()
+            work_item = work_queue.get(block=True)
+        if work_item is not None:
+            running.add(work_item)  # for a forked child, see _after_fork_in_child
+            work_item.run()
+            running.discard(work_item)
+            del work_item  # drop the item's references before waiting again
+            continue
+        executor = executor_reference()
+        # Exit if:
+        #   - the interpreter is exiting (the registry drains pools), OR
+        #   - the executor that owns the worker has been collected, OR
+        #   - the executor has been shut down, OR
+        #   - the executor moved on to a new generation of workers (its
+        #     queue is not this one any more): its workers were retired.
+        if executor is None or executor._work_queue is not work_queue:
+            work_queue.put(None)  # wake the next worker of this generation
+            return
+        if executor._shutdown or registry.exiting():
+            executor._shutdown = True
+            work_queue.put(None)
+            return
+        del executor
 
 
-def _sender_of(executor_ref: weakref.ref[ThreadPoolExecutor]) -> Any:
-    executor = executor_ref()
+def _sender_of(executor_reference: weakref.ref[ThreadPoolExecutor]) -> Any:
+    executor = executor_reference()
     return type(executor) if executor is not None else ThreadPoolExecutor
 
 
@@ -143,6 +153,9 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
     executor shuts down, each worker closes its connections before it exits.
     """
 
+    # Used to assign unique thread names when thread_name_prefix is not supplied.
+    _counter = itertools.count().__next__
+
     def __init__(
         self,
         max_workers: int | None = None,
@@ -150,11 +163,6 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
-        # The stdlib's own state is not initialised: this class runs its own
-        # workers, and every stdlib method that would use that state is
-        # overridden here. Attribute names follow the stdlib's for code that
-        # introspects executors; typeshed types three of them for the
-        # stdlib's own work items, hence the ignores.
         if max_workers is None:
             max_workers = min(32, (_cpu_count() or 1) + 4)
         if max_workers <= 0:
@@ -164,17 +172,35 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         ensure_app_installed()
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or (
-            f"ThreadPoolExecutor-{next(_executor_numbers)}"
+            f"ThreadPoolExecutor-{self._counter()}"
         )
+        # typeshed types these three for the stdlib's own work items, hence
+        # the ignores (see _new_generation for why the names are the stdlib's).
         self._initializer = initializer  # type: ignore[assignment]
         self._initargs = initargs
-        self._work_queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # type: ignore[assignment]
-        self._idle_semaphore = threading.Semaphore(0)
-        self._threads: set[threading.Thread] = set()
         self._broken: str | bool = False  # type: ignore[assignment]
         self._shutdown = False
+        #: Workers of earlier generations that may still be finishing work.
+        self._retired_threads: set[threading.Thread] = set()
         self._shutdown_lock = threading.Lock()
+        self._new_generation()
         registry.register(self)
+
+    def _new_generation(self) -> None:
+        """Fresh worker state: a new queue, no idle worker, no workers.
+
+        The attribute names set here and in ``__init__`` are the stdlib's
+        (CPython 3.10 to 3.13 ``ThreadPoolExecutor.__init__``), for code that
+        introspects executors, but the state is this class's own: the
+        stdlib's ``__init__`` is never run, and every stdlib method that
+        reads this state is overridden here (a test checks it on each
+        version).
+        """
+        self._work_queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()  # type: ignore[assignment]
+        self._idle_semaphore = threading.Semaphore(0)
+        self._threads: set[threading.Thread] = set()
+        #: The items this generation's workers are running (not a stdlib name).
+        self._running_items: set[_WorkItem] = set()
 
     def submit(
         self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
@@ -189,62 +215,119 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
                     "cannot schedule new futures after interpreter shutdown"
                 )
             future: futures.Future[_T] = futures.Future()
-            job = _Job(future, type(self), fn, args, kwargs, capture())
-            self._work_queue.put(job)
+            work_item = _WorkItem(future, type(self), fn, args, kwargs, capture())
+            self._work_queue.put(work_item)
             self._adjust_thread_count()
             return future
 
     def _adjust_thread_count(self) -> None:
+        # If an idle worker is available, it takes the item: no new thread.
         if self._idle_semaphore.acquire(timeout=0):
-            return  # an idle worker will take the job
+            return
 
-        def wake_workers(
-            _: object, jobs: queue.SimpleQueue[Any] = self._work_queue
-        ) -> None:
-            jobs.put(None)
+        # When the executor gets lost, the weakref callback wakes the workers.
+        def weakref_cb(_: object, q: queue.SimpleQueue[Any] = self._work_queue) -> None:
+            q.put(None)
 
-        if len(self._threads) < self._max_workers:
-            worker = threading.Thread(
-                name=f"{self._thread_name_prefix}_{len(self._threads)}",
-                target=_work,
-                args=(
-                    weakref.ref(self, wake_workers),
+        num_threads = len(self._threads)
+        if num_threads < self._max_workers:
+            thread = start_worker(
+                f"{self._thread_name_prefix}_{num_threads}",
+                _worker,
+                (
+                    weakref.ref(self, weakref_cb),
                     self._work_queue,
+                    self._idle_semaphore,
+                    self._running_items,
                     self._initializer,
                     self._initargs,
                 ),
-                daemon=True,
+                futures_logger,
             )
-            worker.start()
-            self._threads.add(worker)
+            self._threads.add(thread)
 
-    def _take_queued_jobs(self) -> list[_Job]:
-        """Empty the queue: the jobs no worker has started, without wake-ups."""
-        jobs: list[_Job] = []
+    def _take_queued_work_items(self) -> list[_WorkItem]:
+        """Empty the queue: the items no worker has started, without wake-ups."""
+        work_items: list[_WorkItem] = []
         while True:
             try:
-                job = self._work_queue.get_nowait()
+                work_item = self._work_queue.get_nowait()
             except queue.Empty:
-                return jobs
-            if job is not None:
-                jobs.append(job)
+                return work_items
+            if work_item is not None:
+                work_items.append(work_item)
 
     def _initializer_failed(self) -> None:
         with self._shutdown_lock:
             self._broken = (
                 "A thread initializer failed, the thread pool is not usable anymore"
             )
-            for job in self._take_queued_jobs():
-                job.future.set_exception(BrokenThreadPool(self._broken))
+            for work_item in self._take_queued_work_items():
+                work_item.future.set_exception(BrokenThreadPool(self._broken))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
-                for job in self._take_queued_jobs():
-                    job.future.cancel()
+                for work_item in self._take_queued_work_items():
+                    work_item.future.cancel()
+            # Wake the workers blocked in get(); they exit in turn.
             self._work_queue.put(None)
+            threads = self._threads | self._retired_threads
         if wait:
-            for worker in list(self._threads):
-                worker.join()
-        registry.unregister(self)
+            for thread in threads:
+                thread.join()
+            # Without waiting, the executor stays registered: its workers
+            # still run the queued work, and interpreter exit waits for them.
+            registry.unregister(self)
+
+    # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
+
+    def _retire_workers(self) -> list[threading.Thread]:
+        """Start a new generation; the current workers exit once idle.
+
+        Queued items move to the new queue, where new workers take them:
+        only the items already running keep a retired worker busy.
+        """
+        with self._shutdown_lock:
+            retired = list(self._threads)
+            if not retired:
+                return []
+            old_queue = self._work_queue
+            pending = self._take_queued_work_items()
+            self._retired_threads = {
+                thread for thread in self._retired_threads if thread.is_alive()
+            }
+            self._retired_threads.update(retired)
+            self._new_generation()
+            old_queue.put(None)
+            for work_item in pending:
+                self._work_queue.put(work_item)
+                self._adjust_thread_count()
+            if self._shutdown:
+                self._work_queue.put(None)  # the new workers exit once done
+        return retired
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new workers for new work; the parent's work fails.
+
+        Items queued or running at the fork belong to the parent, which runs
+        them; running them here too would run them twice. Their futures
+        fail, so that nothing in the child waits for them forever.
+        """
+        # Another thread of the parent may have held the lock at the fork.
+        self._shutdown_lock = threading.Lock()
+        running = list(self._running_items)
+        queued = self._take_queued_work_items()
+        self._retired_threads = set()
+        self._new_generation()
+        error = RuntimeError(
+            f"This call was submitted to {self!r} before the process forked; "
+            "it runs in the parent process, never in the child."
+        )
+        for work_item in queued:
+            if work_item.future.set_running_or_notify_cancel():
+                work_item.future.set_exception(error)
+        for work_item in running:
+            if not work_item.future.done():
+                work_item.future.set_exception(error)

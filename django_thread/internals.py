@@ -4,14 +4,17 @@ Where a public API serves, the package uses it. Where none does, the
 private name is used in exactly one function below, never elsewhere, with a
 comment naming the versions it was checked on. ``tests/test_internals.py``
 runs each helper on every supported Python and Django, so that a change in
-either fails there, by name, instead of deep inside a worker. The private
-attributes of ``concurrent.futures.ThreadPoolExecutor`` that the executor
-keeps for parity belong here too, next to these.
+either fails there, by name, instead of deep inside a worker. The executor's
+attributes named after ``concurrent.futures.ThreadPoolExecutor``'s private
+ones are its own state, not the stdlib's: they are set only in its
+``__init__`` and ``_new_generation``, a fence that ``tests/test_registry.py``
+checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
@@ -46,6 +49,13 @@ def in_atomic_block(connection: BaseDatabaseWrapper) -> bool:
     return bool(connection.in_atomic_block)
 
 
+def driver_connection(connection: BaseDatabaseWrapper) -> Any:
+    """The wrapper's DB-API connection, or None while it is closed."""
+    # BaseDatabaseWrapper.connection, see is_connected(). Checked on Django
+    # 5.2, 6.0, 6.1.
+    return connection.connection
+
+
 def rollback_driver_connection(connection: BaseDatabaseWrapper) -> None:
     """Roll back on the DB-API connection, past the wrapper's atomic() guard.
 
@@ -73,3 +83,14 @@ def set_task_return_value(result: TaskResult[Any, Any], value: Any) -> None:
     # ImmediateBackend writes it the same way. Checked on Django 6.0, 6.1 and
     # on Django 5.2 with django-tasks 0.12.
     object.__setattr__(result, "_return_value", value)
+
+
+def run_before_threads_join(hook: Callable[[], object]) -> None:
+    """Run ``hook`` at interpreter exit, before ``threading`` joins non-daemon threads.
+
+    ``atexit`` handlers run only after that join: too late to ask a
+    non-daemon thread to stop, since the join waits for it forever.
+    """
+    # threading._register_atexit is private; concurrent.futures.thread uses it
+    # for its own pool's exit. Checked on CPython 3.10, 3.11, 3.12, 3.13.
+    threading._register_atexit(hook)  # type: ignore[attr-defined]

@@ -1,69 +1,259 @@
-"""The live executors, so that interpreter exit can shut them down cleanly.
+"""Every live django_thread object that owns threads, for what happens to a process.
 
-The standard library joins its pool's workers at exit through a private
-``threading`` hook. django_thread's workers are daemon threads (an idle
-worker must not block exit), so the app registers :func:`shutdown_all` with
-``atexit`` instead: every executor still alive drains its queue, or cancels
-it (``DJANGO_THREAD_CANCEL_AT_EXIT``), and its workers close their
-connections before the process goes away.
+Three kinds of object own threads: a running :class:`~django_thread.Thread`
+owns itself, a :class:`~django_thread.ThreadPoolExecutor` and a Tasks backend
+pool own their workers. Three things happen to a whole process and must
+reach each of them, wherever it was created:
+
+- **Interpreter exit.** Long-running threads are asked to stop and joined,
+  up to ``DJANGO_THREAD_STOP_TIMEOUT`` seconds in all; a thread still running
+  then is logged and left. Then every pool drains its queued work (or cancels
+  it, ``DJANGO_THREAD_CANCEL_AT_EXIT``), and every worker thread is joined,
+  so that each closes its connections. Workers are daemon threads (an idle
+  worker must not hold the process open), so this runs where the standard
+  library runs its own pool's exit: before ``threading`` joins non-daemon
+  threads (see ``internals.run_before_threads_join``), since a non-daemon
+  ``Thread`` would otherwise keep the process waiting forever for an exit
+  hook that only runs after it.
+- **fork().** The child has only the forking thread. Each pool starts afresh
+  there (new workers for new work); work queued before the fork stays the
+  parent's; locks another thread held at the fork are re-created.
+- **Releasing connections** (:func:`release_connections`), for test runners
+  that destroy databases while pools are still alive: the workers exit, the
+  pools stay usable.
+
+Which classes are managed, and how, is declared by the AppConfig
+(:mod:`django_thread.apps`) through :func:`manage`: "stopped" classes are
+threads (``stop()``, ``join()``), "drained" classes are pools (``shutdown()``
+and the private hooks named in :class:`WorkerPool`). They are named by dotted path
+and resolved only once their module is imported: a class whose module was
+never imported has no instances, and the Tasks backend's module cannot even
+be imported without the Tasks framework.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
+import os
+import sys
 import threading
+import time
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from django_thread.executor import ThreadPoolExecutor
+from django_thread import forking, internals
 
 logger = logging.getLogger("django_thread")
 
-_live: weakref.WeakSet[ThreadPoolExecutor] = weakref.WeakSet()
+
+class WorkerPool(Protocol):
+    """What the registry asks of a "drained" class (an executor, a task pool)."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``Executor.shutdown``: queued work runs unless cancelled."""
+
+    def _after_fork_in_child(self) -> None:
+        """Start afresh in a forked child; never run or touch the parent's work."""
+
+    def _retire_workers(self) -> list[threading.Thread]:
+        """Make every current worker exit once idle; return them to join."""
+
+
+_stopped_paths: tuple[str, ...] = ()
+_drained_paths: tuple[str, ...] = ()
+_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Worker threads, tracked apart from their pools: exit joins the workers of
+#: a pool that was garbage collected, or shut down without waiting, too.
+_workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 _lock = threading.Lock()
 _exiting = threading.Event()
-_hook_installed = False
+_hooks_installed = False
 
 
-def register(executor: ThreadPoolExecutor) -> None:
+def manage(*, stopped: Iterable[str], drained: Iterable[str]) -> None:
+    """Declare the managed classes; called from ``AppConfig.ready()``."""
+    global _stopped_paths, _drained_paths
+    _stopped_paths = tuple(stopped)
+    _drained_paths = tuple(drained)
+
+
+def register(owner: Any) -> None:
     with _lock:
-        _live.add(executor)
+        _owners.add(owner)
 
 
-def unregister(executor: ThreadPoolExecutor) -> None:
+def unregister(owner: Any) -> None:
     with _lock:
-        _live.discard(executor)
+        _owners.discard(owner)
 
 
-def live_executors() -> list[ThreadPoolExecutor]:
+def track_worker(thread: threading.Thread) -> None:
     with _lock:
-        return list(_live)
+        _workers.add(thread)
+
+
+def live_owners() -> list[Any]:
+    with _lock:
+        return list(_owners)
 
 
 def exiting() -> bool:
-    """True once the interpreter has started shutting executors down."""
+    """True once exit has stopped the threads and started draining the pools."""
     return _exiting.is_set()
 
 
+def _resolve(paths: tuple[str, ...]) -> list[type]:
+    classes = []
+    for path in paths:
+        module_name, _, name = path.rpartition(".")
+        module = sys.modules.get(module_name)
+        if module is not None:
+            classes.append(getattr(module, name))
+    return classes
+
+
+def _by_class(paths: tuple[str, ...]) -> list[list[Any]]:
+    """Live owners grouped by managed class, in the declared order."""
+    owners = live_owners()
+    groups = []
+    for cls in _resolve(paths):
+        groups.append([owner for owner in owners if isinstance(owner, cls)])
+        owners = [owner for owner in owners if not isinstance(owner, cls)]
+    return groups
+
+
+def stop_threads(timeout: float) -> None:
+    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all.
+
+    A thread whose class sets ``stop_at_exit = False`` (``Timer``: a
+    pending timer fires at exit, as ``threading.Timer`` does) is left alone.
+    """
+    current = threading.current_thread()
+    threads = [
+        thread
+        for group in _by_class(_stopped_paths)
+        for thread in group
+        if thread.stop_at_exit and thread is not current
+    ]
+    for thread in threads:
+        try:
+            thread.stop()
+        except Exception:
+            logger.exception("Asking %s to stop at exit failed", thread.name)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning(
+                "Thread %s did not stop within DJANGO_THREAD_STOP_TIMEOUT "
+                "(%s s); leaving it running",
+                thread.name,
+                timeout,
+            )
+
+
 def shutdown_all() -> None:
-    """Shut every live executor down; registered with ``atexit``."""
+    """Interpreter exit: stop the threads, then drain every pool, in order."""
     from django_thread.conf import settings
 
+    stop_threads(settings.DJANGO_THREAD_STOP_TIMEOUT)
+    # Stopping threads could still hand work to pools; from here on, no one can.
     _exiting.set()
     cancel = settings.DJANGO_THREAD_CANCEL_AT_EXIT
-    for executor in live_executors():
-        try:
-            executor.shutdown(wait=True, cancel_futures=cancel)
-        except Exception:
-            logger.exception("Shutting down %r at exit failed", executor)
-
-
-def install_exit_hook() -> None:
-    """Called from ``AppConfig.ready()``; idempotent."""
-    global _hook_installed
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            try:
+                pool.shutdown(wait=True, cancel_futures=cancel)
+            except Exception:
+                logger.exception("Shutting down %r at exit failed", pool)
     with _lock:
-        if not _hook_installed:
-            atexit.register(shutdown_all)
-            _hook_installed = True
+        workers = list(_workers)
+    for worker in workers:
+        # Workers of pools no longer registered: they still run queued work.
+        if worker.is_alive() and worker is not threading.current_thread():
+            worker.join()
+
+
+def release_connections(timeout: float = 10.0) -> bool:
+    """Make every worker of every live pool exit, closing its connections.
+
+    For test runners and the pytest plugin, before test databases are
+    destroyed (PostgreSQL refuses to drop a database that sessions are
+    still using): each executor and Tasks backend pool retires its current
+    workers. Idle ones exit at once, busy ones after the work they are
+    running; each closes its connections as it exits. The pools stay
+    usable: work submitted later, or queued now, starts new workers.
+    Workers of pools already shut down are waited for as well. Long-running
+    ``Thread`` objects run your code and are not touched.
+
+    Returns True once every such worker has exited, or False after
+    ``timeout`` seconds with some still running (each is logged).
+    """
+    retired: list[threading.Thread] = []
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            retired += pool._retire_workers()
+    with _lock:
+        retired += [worker for worker in _workers if worker not in retired]
+    deadline = time.monotonic() + timeout
+    released = True
+    for worker in retired:
+        if worker is threading.current_thread():
+            continue
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            released = False
+            logger.warning(
+                "Worker %s is still running after %s s; its connections stay "
+                "open until its work ends",
+                worker.name,
+                timeout,
+            )
+    return released
+
+
+def _fork_prepare() -> None:
+    _lock.acquire()
+
+
+def _fork_parent() -> None:
+    _lock.release()
+
+
+def _fork_child() -> None:
+    """Re-create the registry's lock, then let every pool start afresh."""
+    global _lock
+    _lock = threading.Lock()
+    forking.forget_inherited_connections()
+    # Threads of the parent do not exist here (but the forking one does):
+    # forget them and the workers.
+    current = threading.current_thread()
+    for group in _by_class(_stopped_paths):
+        for thread in group:
+            if thread is not current:
+                _owners.discard(thread)
+    _workers.clear()
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            try:
+                pool._after_fork_in_child()
+            except Exception:
+                logger.exception("Resetting %r in a forked child failed", pool)
+
+
+def install_hooks() -> None:
+    """The exit and fork hooks; called from ``AppConfig.ready()``, idempotent."""
+    global _hooks_installed
+    with _lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    internals.run_before_threads_join(shutdown_all)
+    if hasattr(os, "register_at_fork"):  # not on Windows
+        forking.install()
+        os.register_at_fork(
+            before=_fork_prepare,
+            after_in_parent=_fork_parent,
+            after_in_child=_fork_child,
+        )

@@ -8,6 +8,11 @@ subclasses override; so :meth:`Thread.start` puts a wrapper in the instance's
 thread begins, and removes it again when the thread ends. Nothing else about
 ``threading.Thread`` changes: constructor, ``join``, ``daemon``, exceptions
 reaching ``threading.excepthook``.
+
+A running thread is registered with :mod:`django_thread.registry`, which at
+interpreter exit calls :meth:`Thread.stop` and joins it for a bounded time:
+the usual shape of a long-running ``run()`` is a loop, one unit of work per
+iteration, that ends when ``self.stopping`` is set.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from django_thread import forking, registry
 from django_thread.context import Snapshot, call_in, capture
 from django_thread.lifecycle import (
     close_thread_connections,
@@ -35,11 +41,13 @@ def run_thread_body(
     count as a :class:`~django_thread.unit_of_work` for nesting, so a
     long-running ``run()`` can make each loop iteration a unit of its own.
     """
+    forking.track_this_thread()
     try:
         call_in(snapshot, partial(run_unit, absorb_inner_units=False), sender, run)
     finally:
         # The thread is ending: no later unit can reuse its connections.
         close_thread_connections()
+        forking.untrack_this_thread()
 
 
 class Thread(threading.Thread):
@@ -51,7 +59,28 @@ class Thread(threading.Thread):
     so it is safe inside the caller's ``transaction.atomic()``. ``run()``
     executes in a copy of the context that was current at ``start()``
     (``DJANGO_THREAD_COPY_CONTEXT``).
+
+    ``stopping`` is an event that :meth:`stop` sets; a long-running
+    ``run()`` checks it between iterations (and waits on it instead of
+    sleeping) and returns once it is set. At interpreter exit every running
+    Thread is asked to stop and joined for up to
+    ``DJANGO_THREAD_STOP_TIMEOUT`` seconds.
     """
+
+    #: Whether interpreter exit calls :meth:`stop` and waits for the thread
+    #: (up to ``DJANGO_THREAD_STOP_TIMEOUT``). False leaves it to
+    #: ``threading``, as a plain thread: a non-daemon one is waited for.
+    stop_at_exit: bool = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Set by :meth:`stop`: the thread should finish its current work and
+        #: return from ``run()``.
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the thread to stop; returns at once (``join()`` to wait)."""
+        self.stopping.set()
 
     def start(self) -> None:
         ensure_app_installed()
@@ -66,9 +95,11 @@ class Thread(threading.Thread):
                 vars(self).pop("run", None)
 
         def run_as_unit() -> None:
+            registry.register(self)
             try:
                 run_thread_body(type(self), run, snapshot)
             finally:
+                registry.unregister(self)
                 restore_run()
 
         self.run = run_as_unit  # type: ignore[method-assign]
@@ -81,4 +112,15 @@ class Thread(threading.Thread):
 
 
 class Timer(Thread, threading.Timer):
-    """A drop-in ``threading.Timer``; the wait and the call are one unit."""
+    """A drop-in ``threading.Timer``; the wait and the call are one unit.
+
+    At interpreter exit a pending timer is left to ``threading``, as a
+    ``threading.Timer`` is (``stop_at_exit = False``); :meth:`stop` cancels it.
+    """
+
+    stop_at_exit = False
+
+    def stop(self) -> None:
+        """Cancel the timer if it is still waiting, and set ``stopping``."""
+        self.cancel()
+        super().stop()

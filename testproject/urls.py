@@ -1,1 +1,5 @@
-urlpatterns: list = []
+from django.urls import path
+
+from testproject.jobs import views
+
+urlpatterns = [path("record/", views.record)]

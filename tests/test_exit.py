@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -77,3 +79,55 @@ def test_live_executor_is_shut_down_at_exit(tmp_path, cancel):
     else:
         assert ran == ["ran 0", "ran 1", "ran 2", "ran 3"]
     assert "still-open 0" in result.stdout.splitlines()
+
+
+UNWAITED = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    os.environ["TESTPROJECT_DATABASE_URL"] = "sqlite:///" + {db!r}
+    import django
+    django.setup()
+    from django.core.management import call_command
+    call_command("migrate", verbosity=0)
+
+    from django_thread import ThreadPoolExecutor
+    from testproject.jobs.models import Record
+
+    def job(i):
+        time.sleep(0.005)
+        Record.objects.create(name="unwaited", value=i)
+
+    executor = ThreadPoolExecutor(max_workers=2)
+    for i in range(20):
+        executor.submit(job, i)
+    if {how!r} == "shutdown":
+        executor.shutdown(wait=False)
+    else:
+        del executor  # collected with its work still queued
+    print("exiting", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["shutdown", "collected"])
+def test_pending_work_still_runs_at_exit_when_nobody_waits_for_it(tmp_path, how):
+    """The stdlib's promise: pending futures finish before the interpreter exits."""
+    db = tmp_path / "unwaited.sqlite3"
+    script = UNWAITED.format(root=str(REPO_ROOT), db=str(db), how=how)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["exiting"]
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        (rows,) = connection.execute(
+            "SELECT count(*) FROM jobs_record WHERE name = 'unwaited'"
+        ).fetchone()
+    assert rows == 20

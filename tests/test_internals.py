@@ -7,8 +7,12 @@ Python and Django versions names the internal that changed.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from django.db import connections, transaction
@@ -132,3 +136,39 @@ def test_set_task_return_value_is_what_return_value_reads():
     )
     internals.set_task_return_value(result, {"sum": 3})
     assert result.return_value == {"sum": 3}
+
+
+def test_driver_connection_is_the_db_api_connection_or_none(alias):
+    def body():
+        connection = connections[alias]
+        connection.close()
+        states = [internals.driver_connection(connection)]
+        connection.ensure_connection()
+        raw = internals.driver_connection(connection)
+        states.append(hasattr(raw, "cursor") and hasattr(raw, "close"))
+        connection.close()
+        return states
+
+    assert in_a_new_thread(body) == [None, True]
+
+
+def test_run_before_threads_join_runs_before_non_daemon_threads_are_joined():
+    """A non-daemon thread waiting to be told to stop lets the process exit."""
+    script = textwrap.dedent(
+        """
+        import threading
+        from django_thread import internals
+
+        told = threading.Event()
+        threading.Thread(target=told.wait).start()  # not a daemon
+        internals.run_before_threads_join(told.set)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr

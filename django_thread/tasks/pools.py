@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -91,7 +92,41 @@ class Pool:
         if wait:
             for queue in queues:
                 queue.join(timeout)
-        registry.unregister(self)  # type: ignore[arg-type]
+            # Without waiting, the pool stays registered, as an executor does.
+            registry.unregister(self)
+
+    # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
+
+    def _retire_workers(self) -> list[threading.Thread]:
+        with self._lock:
+            queues = list(self._queues.values())
+        return [thread for queue in queues for thread in queue.retire_workers()]
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: new workers for new tasks; the parent's are dropped.
+
+        Tasks waiting at the fork belong to the parent, which runs them.
+        Results live in the memory of the process that enqueued the task, so
+        the child starts with an empty store: the parent's results, and the
+        store's lock (which a parent thread may have held), stay behind.
+        """
+        global _pools_lock
+        _pools_lock = threading.Lock()  # the module's too; re-creating it is cheap
+        self._lock = threading.Lock()
+        dropped = [
+            job
+            for queue in self._queues.values()
+            for job in queue.after_fork_in_child()
+        ]
+        self.results = ResultStore(self.options.max_results, self.options.result_ttl)
+        if dropped:
+            logger.info(
+                "Task backend %r in forked child %d: %d task(s) queued before "
+                "the fork are left to the parent",
+                self.alias,
+                os.getpid(),
+                len(dropped),
+            )
 
 
 _pools: dict[str, Pool] = {}
@@ -105,9 +140,7 @@ def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Po
         if pool is None:
             ensure_app_installed()
             pool = Pool(alias, PoolOptions.from_params(options, queues), sender)
-            # The registry shuts executors down at exit; a pool has the same
-            # shutdown(wait, cancel_futures=) signature.
-            registry.register(pool)  # type: ignore[arg-type]
+            registry.register(pool)
             _pools[alias] = pool
         return pool
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from django_thread.lifecycle import close_thread_connections
 from django_thread.tasks.results import new_id
 from django_thread.tasks.running import _Job, _run_job
+from django_thread.workers import start_worker
 
 if TYPE_CHECKING:
     from django_thread.tasks.pools import Pool
@@ -35,7 +35,11 @@ class TaskQueue:
     in order, and ``deferred`` by ``run_after``. An idle worker sleeps on the
     condition until it is notified or the earliest deferred task is due;
     nothing polls. Workers are started as tasks arrive, up to the queue's
-    count, and are daemon threads: exit runs through :meth:`Pool.shutdown`.
+    count, by :func:`django_thread.workers.start_worker` (the shape they
+    share with the executor's workers); exit runs through
+    :meth:`Pool.shutdown`. Workers belong to a generation: retiring them
+    (:meth:`retire_workers`) starts a new one, and the old workers exit
+    once their current task is done.
     """
 
     def __init__(self, pool: Pool, name: str, max_workers: int) -> None:
@@ -47,6 +51,9 @@ class TaskQueue:
         self._deferred: list[tuple[datetime, int, _Job]] = []
         self._arrivals = itertools.count()
         self._threads: list[threading.Thread] = []
+        #: Workers of earlier generations that may still be finishing a task.
+        self._retired_threads: list[threading.Thread] = []
+        self._generation = 0
         self._waiting = 0
         self._closing = False
 
@@ -82,20 +89,25 @@ class TaskQueue:
 
     def _start_worker(self) -> None:
         worker_id = new_id()
-        thread = threading.Thread(
-            name=f"django_thread.tasks[{self.pool.alias}/{self.name}]-{len(self._threads)}",
-            target=self._work,
-            args=(worker_id,),
-            daemon=True,
+        thread = start_worker(
+            f"django_thread.tasks[{self.pool.alias}/{self.name}]-{len(self._threads)}",
+            self._work,
+            (worker_id, self._generation),
+            logger,
         )
-        thread.start()
         self._threads.append(thread)
         logger.debug("Started task worker %s as %s", worker_id, thread.name)
 
-    def _next_job(self) -> _Job | None:
-        """The next task to run, or None when the queue is closing and drained."""
+    def _next_job(self, generation: int) -> _Job | None:
+        """The next task to run, or None when this worker should exit.
+
+        It should exit when the queue is closing and drained, or when its
+        generation of workers was retired.
+        """
         with self._condition:
             while True:
+                if generation != self._generation:
+                    return None
                 now = timezone.now()
                 while self._deferred and self._deferred[0][0] <= now:
                     run_after, arrival, job = heapq.heappop(self._deferred)
@@ -122,23 +134,47 @@ class TaskQueue:
                 finally:
                     self._waiting -= 1
 
-    def _work(self, worker_id: str) -> None:
-        """The worker loop; whatever ends it, the worker's connections close."""
-        try:
-            while True:
-                job = self._next_job()
-                if job is None:
-                    return
-                # A fresh context per task, as a worker process would have:
-                # nothing leaks from the caller or from the previous task.
-                contextvars.Context().run(
-                    _run_job, self.pool.sender, job, worker_id, self.pool.results
-                )
-                del job
-        except BaseException:
-            logger.critical("Task worker %s crashed", worker_id, exc_info=True)
-        finally:
-            close_thread_connections()
+    def _work(self, worker_id: str, generation: int) -> None:
+        """The worker loop (crashes and connections: see ``start_worker``)."""
+        while True:
+            job = self._next_job(generation)
+            if job is None:
+                return
+            # A fresh context per task, as a worker process would have:
+            # nothing leaks from the caller or from the previous task.
+            contextvars.Context().run(
+                _run_job, self.pool.sender, job, worker_id, self.pool.results
+            )
+            del job
+
+    def retire_workers(self) -> list[threading.Thread]:
+        """Make the current workers exit once idle; new tasks start new ones."""
+        with self._condition:
+            retired, self._threads = self._threads, []
+            self._retired_threads = [
+                thread for thread in self._retired_threads if thread.is_alive()
+            ] + retired
+            self._generation += 1
+            self._condition.notify_all()
+            if self._ready or self._deferred:
+                self._start_worker()
+        return retired
+
+    def after_fork_in_child(self) -> list[_Job]:
+        """Forget the parent's workers and waiting tasks; return those tasks.
+
+        The condition is re-created: a parent thread may have held it at
+        the fork.
+        """
+        self._condition = threading.Condition()
+        dropped = [job for _, _, job in self._ready + self._deferred]
+        self._ready.clear()
+        self._deferred.clear()
+        self._threads = []
+        self._retired_threads = []
+        self._waiting = 0
+        self._generation += 1
+        return dropped
 
     def close(self, cancel: bool) -> list[_Job]:
         """Stop taking tasks; return the ones that will now never run."""
@@ -154,7 +190,7 @@ class TaskQueue:
 
     def join(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self._threads):
+        for thread in self._threads + self._retired_threads:
             remaining = (
                 None if deadline is None else max(0.0, deadline - time.monotonic())
             )

@@ -112,4 +112,4 @@ def test_one_pool_per_alias_whatever_the_thread(backend):
     assert instances[0] is not backend  # the framework's per-thread instances
     assert existing_pool("default") is pool
     assert instances[1].return_value == 4
-    assert pool in registry.live_executors()
+    assert pool in registry.live_owners()

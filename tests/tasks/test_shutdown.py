@@ -29,7 +29,7 @@ def test_changing_tasks_setting_resets_the_pool(configure):
     finished(tm.add.enqueue(1, 1))
     assert existing_pool("default") is not old_pool
     assert existing_pool("default").options.workers == 2
-    assert old_pool not in registry.live_executors()
+    assert old_pool not in registry.live_owners()
 
 
 def test_shutdown_drains_ready_tasks_and_closes_connections(

@@ -1,0 +1,62 @@
+"""One shape for every worker thread django_thread starts.
+
+The executor's workers and the Tasks backend's workers wait for different
+things (a FIFO queue filled by ``submit()``; heaps ordered by priority and
+``run_after``), so each keeps its own loop. Everything around the loop is
+the same, and lives here:
+
+- the thread is a daemon, so that an idle worker never holds the process
+  open, and it is tracked by :mod:`django_thread.registry`, whose exit hook
+  joins it once its pool has drained, even when the pool itself was shut
+  down without waiting or garbage collected;
+- a loop that raises is logged as a crash, never silently lost;
+- whatever ends the loop, the worker's connections are closed, in the
+  worker, since no other thread can close them;
+- until then its connections are held for :mod:`django_thread.forking`,
+  so that a forked child never closes them under the parent.
+
+What ends a loop is the loop's business (see each loop's exit conditions):
+its pool shutting down, its pool collected, interpreter exit, or its pool
+having moved on to a new generation of workers after a fork or a
+:func:`~django_thread.registry.release_connections`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django_thread import forking, registry
+from django_thread.lifecycle import close_thread_connections
+
+
+def start_worker(
+    name: str,
+    loop: Callable[..., object],
+    args: tuple[Any, ...],
+    crash_logger: logging.Logger,
+) -> threading.Thread:
+    """Start a daemon worker thread running ``loop(*args)``."""
+    thread = threading.Thread(
+        name=name, target=_run_worker, args=(loop, args, crash_logger), daemon=True
+    )
+    thread.start()
+    registry.track_worker(thread)
+    return thread
+
+
+def _run_worker(
+    loop: Callable[..., object], args: tuple[Any, ...], crash_logger: logging.Logger
+) -> None:
+    forking.track_this_thread()
+    try:
+        loop(*args)
+    except BaseException:
+        crash_logger.critical(
+            "Exception in worker %s", threading.current_thread().name, exc_info=True
+        )
+    finally:
+        close_thread_connections()
+        forking.untrack_this_thread()

@@ -1,0 +1,20 @@
+"""Tasks for the process tests: one that holds its worker until released."""
+
+from __future__ import annotations
+
+import threading
+
+try:
+    from django.tasks import task
+except ImportError:  # Django 5.2 with the django-tasks backport
+    from django_tasks import task  # type: ignore[no-redef]
+
+#: Set by the task once it runs; it then waits for ``release``.
+holding = threading.Event()
+release = threading.Event()
+
+
+@task(queue_name="solo")
+def hold() -> None:
+    holding.set()
+    release.wait(10)

@@ -1,0 +1,163 @@
+"""fork(): the child gets working pools; the parent keeps its work and sessions.
+
+Each test runs a script in a process of its own that warms a pool, queues
+work behind a blocked worker, forks, and reports from both sides which
+database sessions (``pg_stat_activity``'s pid, MariaDB's connection id) did
+what. The rows written are counted on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+from django.db import connections
+
+from testproject.jobs.models import Record
+from tests.helpers import REPO_ROOT, server_connection_count, wait_for
+from tests.processes import database_url
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+
+
+def run_script(alias: str, body: str) -> dict[str, Any]:
+    """Run ``body`` after Django's setup; return the JSON lines it printed."""
+    script = textwrap.dedent(
+        """
+        import json, os, sys, threading
+        sys.path.insert(0, {root!r})
+        sys.stdout.reconfigure(line_buffering=True)  # nothing buffered at fork
+        os.environ["DJANGO_SETTINGS_MODULE"] = "tests.process_settings"
+        os.environ["TESTPROJECT_DATABASE_URL"] = {url!r}
+        import django
+        django.setup()
+
+        def report(**values):
+            print(json.dumps(values))
+        """
+    ).format(root=str(REPO_ROOT), url=database_url(alias)) + textwrap.dedent(body)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    reports: dict[str, Any] = {}
+    for line in result.stdout.splitlines():
+        reports.update(json.loads(line))
+    return reports
+
+
+EXECUTOR = """
+from django_thread import ThreadPoolExecutor
+from testproject.jobs.background import record
+
+executor = ThreadPoolExecutor(max_workers=1)  # one worker: one session to watch
+warm = executor.submit(record, "parent-warm").result()
+started, gate = threading.Event(), threading.Event()
+running = executor.submit(lambda: (started.set(), gate.wait(10)))
+started.wait(10)
+queued = executor.submit(record, "queued-before-fork")  # waits behind the gate
+child = os.fork()
+if child == 0:
+    try:
+        queued.result(timeout=10)
+        report(child_queued="ran")
+    except RuntimeError as error:
+        report(child_queued=str(error))
+    report(child_running=repr(running.exception(timeout=10)))
+    sessions = {executor.submit(record, "child").result(10) for _ in range(20)}
+    report(child_sessions=sorted(sessions))
+    sys.exit(0)  # exit hooks run here too, in the child
+_, status = os.waitpid(child, 0)
+report(child_exit=os.waitstatus_to_exitcode(status))
+gate.set()
+# The parent's worker runs what it queued, on the session the child inherited:
+# had the child closed it, the server would have ended it.
+report(parent_warm=warm, parent_queued=queued.result(10))
+"""
+
+TASKS = """
+import time
+from testproject.jobs.tasks import record
+from tests.process_tasks import hold, holding, release
+
+def wait(result):
+    deadline = time.monotonic() + 10
+    while not result.is_finished and time.monotonic() < deadline:
+        time.sleep(0.005)
+        result.refresh()
+    return result.return_value
+
+solo = record.using(queue_name="solo")  # one worker: one session to watch
+warm = wait(solo.enqueue("parent-warm"))
+hold.enqueue()
+holding.wait(10)
+queued = solo.enqueue("queued-before-fork")  # waits behind the held task
+child = os.fork()
+if child == 0:
+    try:
+        record.get_result(queued.id)
+        report(child_queued="known")
+    except Exception as error:
+        report(child_queued=type(error).__name__)
+    sessions = {wait(solo.enqueue("child")) for _ in range(20)}
+    report(child_sessions=sorted(sessions))
+    sys.exit(0)  # exit hooks run here too, in the child
+_, status = os.waitpid(child, 0)
+report(child_exit=os.waitstatus_to_exitcode(status))
+release.set()
+report(parent_warm=warm, parent_queued=wait(queued))
+"""
+
+
+@pytest.mark.parametrize("pool", ["executor", "tasks"])
+def test_forked_child_gets_a_working_pool_and_leaves_the_parents_alone(alias, pool):
+    reports = run_script(alias, EXECUTOR if pool == "executor" else TASKS)
+    assert reports["child_exit"] == 0
+    if pool == "executor":
+        assert "before the process forked" in reports["child_queued"]
+        assert "before the process forked" in reports["child_running"]
+    else:
+        assert reports["child_queued"] == "TaskResultDoesNotExist"
+    # The child's new worker opened a session of its own...
+    assert len(reports["child_sessions"]) == 1
+    assert reports["parent_warm"] not in reports["child_sessions"]
+    # ...and the parent's survived the child: its worker still uses it.
+    assert reports["parent_queued"] == reports["parent_warm"]
+    rows = Record.objects.using(alias)
+    assert rows.filter(name="child").count() == 20
+    assert rows.filter(name="queued-before-fork").count() == 1  # in the parent
+    if alias != "default":  # SQLite has no server to ask
+        # Both processes closed every connection they opened, at exit.
+        wait_for(lambda: server_connection_count(alias) == 0, "sessions to end")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_holds_only_its_open_connections_for_a_fork():
+    """Wrappers discarded after a leaked transaction are not kept alive."""
+    from django.db import transaction
+
+    from django_thread import ThreadPoolExecutor, forking
+
+    def leak_a_transaction():
+        transaction.atomic().__enter__()  # leaked: the unit discards the wrapper
+        connections["default"].ensure_connection()
+
+    def held_here():
+        connections["default"].ensure_connection()
+        return len(forking._held[threading.get_ident()])
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        for _ in range(3):
+            executor.submit(leak_a_transaction).result()
+        assert executor.submit(held_here).result() == 1
