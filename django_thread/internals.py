@@ -13,7 +13,11 @@ checks.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import operator
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -94,3 +98,48 @@ def run_before_threads_join(hook: Callable[[], object]) -> None:
     # threading._register_atexit is private; concurrent.futures.thread uses it
     # for its own pool's exit. Checked on CPython 3.10, 3.11, 3.12, 3.13.
     threading._register_atexit(hook)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _field_slots(
+    cls: type,
+) -> tuple[Callable[[Any], tuple[Any, ...]], tuple[Any, ...]] | None:
+    """A getter of every field of ``cls`` at once and their slot descriptors.
+
+    None when the fields are not slots (the ``django-tasks`` backport on
+    Python 3.10 declares ``slots=True`` only from 3.11).
+    """
+    names = [field.name for field in dataclasses.fields(cls)]
+    slots = [cls.__dict__.get(name) for name in names]
+    if not all(isinstance(slot, types.MemberDescriptorType) for slot in slots):
+        return None
+    return operator.attrgetter(*names), tuple(slots)
+
+
+def copy_task_result(result: Any, **changes: Any) -> Any:
+    """A new ``TaskResult`` with ``result``'s fields, ``changes`` written over them.
+
+    Without ``__init__``: ``dataclasses.replace`` re-runs ``__post_init__``
+    (which normalizes the arguments again) and drops ``_return_value``
+    (``init=False``, see :func:`set_task_return_value`); ``copy.copy`` goes
+    through pickling's protocol. Each cost more than running a trivial task.
+    Lists are shared, not copied: callers that hand a copy out copy them.
+    """
+    # TaskResult is a frozen dataclass with slots=True (Django 6.0, 6.1, and
+    # django-tasks 0.12 on Python >= 3.11): each field is a slot, written
+    # here through its member descriptor as object.__setattr__ would, at
+    # half the cost; without slots (django-tasks on Python 3.10) the fields
+    # live in __dict__. Checked on Python 3.10-3.13 with Django 5.2 and
+    # django-tasks 0.12, and on Django 6.0 and 6.1.
+    cls = type(result)
+    duplicate = object.__new__(cls)
+    slots = _field_slots(cls)
+    if slots is None:
+        duplicate.__dict__.update(result.__dict__)
+    else:
+        get_all, descriptors = slots
+        for descriptor, value in zip(descriptors, get_all(result), strict=True):
+            descriptor.__set__(duplicate, value)
+    for name, value in changes.items():
+        object.__setattr__(duplicate, name, value)
+    return duplicate

@@ -16,7 +16,6 @@ from django_thread.tasks.compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
-    normalize_json,
 )
 from django_thread.tasks.options import (
     DEFAULT_OPTIONS,
@@ -24,7 +23,12 @@ from django_thread.tasks.options import (
     option_errors,
 )
 from django_thread.tasks.pools import Pool, existing_pool, pool_for
-from django_thread.tasks.results import _copy_result, _update, new_id
+from django_thread.tasks.results import (
+    _update,
+    are_json_scalars,
+    copy_result,
+    new_id,
+)
 from django_thread.tasks.running import _Job
 
 
@@ -56,11 +60,8 @@ class ThreadPoolBackend(BaseTaskBackend):
         will.
         """
         self.validate_task(task)
-        payload = json.dumps(
-            {"args": normalize_json(args), "kwargs": normalize_json(kwargs)},
-            allow_nan=False,
-        )
-        arguments = json.loads(payload)
+        # TaskResult normalizes the arguments (tuples to lists, bytes to
+        # str) and raises the framework's errors for what it refuses.
         result: TaskResult[Any, Any] = TaskResult(
             task=task,
             id=new_id(),
@@ -69,14 +70,21 @@ class ThreadPoolBackend(BaseTaskBackend):
             started_at=None,
             last_attempted_at=None,
             finished_at=None,
-            args=arguments["args"],
-            kwargs=arguments["kwargs"],
+            args=args,
+            kwargs=kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
         )
+        payload: str | None = None
+        if not are_json_scalars(result.args, result.kwargs):
+            payload = json.dumps(
+                {"args": result.args, "kwargs": result.kwargs}, allow_nan=False
+            )
+            arguments = json.loads(payload)
+            _update(result, args=arguments["args"], kwargs=arguments["kwargs"])
         pool = self._pool()
-        returned = _copy_result(result)
+        returned = copy_result(result, errors=[], worker_ids=[])
         job = _Job(result, payload)
         database = pool.options.database
         # atomic_block_open(), not on_commit() alone: outside a transaction

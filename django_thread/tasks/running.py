@@ -20,17 +20,22 @@ from django_thread.tasks.compat import (
     task_finished,
     task_started,
 )
-from django_thread.tasks.results import ResultStore, _update, through_json
+from django_thread.tasks.results import ResultStore, copy_result, through_json
 
 logger = logging.getLogger("django_thread")
 
 
 class _Job:
-    """One enqueued task: its result, and its arguments as JSON."""
+    """One enqueued task: its latest result, and its arguments as JSON.
+
+    ``payload`` is None when the arguments are JSON scalars, which the
+    round trip would leave as they are (see ``are_json_scalars``). The
+    worker that runs the job replaces ``result`` with each new state.
+    """
 
     __slots__ = ("result", "payload")
 
-    def __init__(self, result: TaskResult[Any, Any], payload: str) -> None:
+    def __init__(self, result: TaskResult[Any, Any], payload: str | None) -> None:
         self.result = result
         self.payload = payload
 
@@ -55,64 +60,75 @@ def _send_from_worker(
     )
 
 
-def _record_failure(result: TaskResult[Any, Any], exc: BaseException) -> None:
+def _failed(result: TaskResult[Any, Any], exc: BaseException) -> TaskResult[Any, Any]:
+    """The FAILED state that follows ``result``, with ``exc`` as its error."""
     exc_type = type(exc)
-    result.errors.append(
-        TaskError(
-            exception_class_path=f"{exc_type.__module__}.{exc_type.__qualname__}",
-            traceback="".join(format_exception(exc)),
-        )
+    error = TaskError(
+        exception_class_path=f"{exc_type.__module__}.{exc_type.__qualname__}",
+        traceback="".join(format_exception(exc)),
     )
-    _update(result, status=TaskResultStatus.FAILED, finished_at=timezone.now())
+    return copy_result(
+        result,
+        status=TaskResultStatus.FAILED,
+        finished_at=timezone.now(),
+        errors=[*result.errors, error],
+    )
 
 
-def _call_task(sender: Any, result: TaskResult[Any, Any], payload: str) -> bool:
-    """Run the task and record its outcome; True if it succeeded."""
-    task = result.task
-    arguments = json.loads(payload)  # fresh objects, as a remote worker gets
+def _call_task(sender: Any, job: _Job) -> bool:
+    """Run the task and record its final state in ``job``; True if it succeeded."""
+    started = job.result
+    task = started.task
+    if job.payload is None:
+        args, kwargs = started.args, started.kwargs  # scalars, never shared
+    else:
+        arguments = json.loads(job.payload)  # fresh objects, as a remote worker gets
+        args, kwargs = arguments["args"], arguments["kwargs"]
     try:
         if task.takes_context:
-            raw = task.call(
-                TaskContext(task_result=result),
-                *arguments["args"],
-                **arguments["kwargs"],
+            # A copy with lists of its own: the published state is never written.
+            context = TaskContext(
+                task_result=copy_result(
+                    started,
+                    errors=list(started.errors),
+                    worker_ids=list(started.worker_ids),
+                )
             )
+            raw = task.call(context, *args, **kwargs)
         else:
-            raw = task.call(*arguments["args"], **arguments["kwargs"])
+            raw = task.call(*args, **kwargs)
         # Inside the try: a return value no backend could store fails the
         # task, as it does on a database or RQ backend.
         return_value = through_json(raw)
     except BaseException as exc:
         # Even SystemExit or KeyboardInterrupt raised by a task only fails
         # it: they were not meant for this worker thread.
-        _record_failure(result, exc)
-        _send_from_worker(task_finished, sender, result)
+        job.result = _failed(started, exc)
+        _send_from_worker(task_finished, sender, job.result)
         return False
-    _update(result, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now())
-    set_task_return_value(result, return_value)
-    _send_from_worker(task_finished, sender, result)
+    finished = copy_result(
+        started, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now()
+    )
+    set_task_return_value(finished, return_value)
+    job.result = finished
+    _send_from_worker(task_finished, sender, finished)
     return True
 
 
-def _start_and_call(
-    sender: Any,
-    result: TaskResult[Any, Any],
-    payload: str,
-    worker_id: str,
-    store: ResultStore,
-) -> None:
-    """The body of a task's unit: mark it running, then run it."""
+def _start_and_call(sender: Any, job: _Job, worker_id: str, store: ResultStore) -> None:
+    """The body of a task's unit: publish it as running, then run it."""
     now = timezone.now()
-    _update(
-        result,
+    started = copy_result(
+        job.result,
         status=TaskResultStatus.RUNNING,
         started_at=now,
         last_attempted_at=now,
+        worker_ids=[*job.result.worker_ids, worker_id],
     )
-    result.worker_ids.append(worker_id)
-    store.publish(result)
-    _send_from_worker(task_started, sender, result)
-    if not _call_task(sender, result, payload):
+    job.result = started
+    store.publish(started)
+    _send_from_worker(task_started, sender, started)
+    if not _call_task(sender, job):
         raise _TaskFailed
 
 
@@ -125,22 +141,17 @@ def _run_job(sender: Any, job: _Job, worker_id: str, store: ResultStore) -> None
     for foreign threads (app installed, not inside ``atomic()``) would only
     repeat, per task, what starting the pool already established.
     """
-    result = job.result
     try:
-        run_unit(
-            sender,
-            _start_and_call,
-            (sender, result, job.payload, worker_id, store),
-        )
+        run_unit(sender, _start_and_call, (sender, job, worker_id, store))
     except _TaskFailed:
         pass
     except BaseException as exc:
         # The unit itself could not start or finish (a request_started
         # receiver is robust, so this is rare): the task failed to run.
         logger.error(
-            "Task %s could not run as a unit of work", result.id, exc_info=True
+            "Task %s could not run as a unit of work", job.result.id, exc_info=True
         )
-        if not result.is_finished:
-            _record_failure(result, exc)
-            _send_from_worker(task_finished, sender, result)
-    store.publish(result)
+        if not job.result.is_finished:
+            job.result = _failed(job.result, exc)
+            _send_from_worker(task_finished, sender, job.result)
+    store.publish(job.result)
