@@ -102,7 +102,7 @@ def run_before_threads_join(hook: Callable[[], object]) -> None:
 
 @functools.cache
 def _field_slots(
-    cls: type,
+    cls: Any,
 ) -> tuple[Callable[[Any], tuple[Any, ...]], tuple[Any, ...]] | None:
     """A getter of every field of ``cls`` at once and their slot descriptors.
 
@@ -131,7 +131,7 @@ def copy_task_result(result: Any, **changes: Any) -> Any:
     # half the cost; without slots (django-tasks on Python 3.10) the fields
     # live in __dict__. Checked on Python 3.10-3.13 with Django 5.2 and
     # django-tasks 0.12, and on Django 6.0 and 6.1.
-    cls = type(result)
+    cls: Any = type(result)
     duplicate = object.__new__(cls)
     slots = _field_slots(cls)
     if slots is None:

@@ -7,6 +7,7 @@ Python and Django versions names the internal that changed.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -117,6 +118,45 @@ def test_forget_connection_makes_the_next_access_build_a_new_wrapper(alias):
     same, listed = in_a_new_thread(body)
     assert same is False
     assert listed == []
+
+
+def a_task_result(**fields: Any) -> Any:
+    return TaskResult(
+        **{
+            "task": tasks_module.add,
+            "id": "an-id",
+            "status": TaskResultStatus.SUCCESSFUL,
+            "enqueued_at": None,
+            "started_at": None,
+            "last_attempted_at": None,
+            "finished_at": None,
+            "args": [1, 2],
+            "kwargs": {},
+            "backend": "default",
+            "errors": [],
+            "worker_ids": [],
+            **fields,
+        }
+    )
+
+
+def test_copy_task_result_copies_every_field_and_applies_changes():
+    original = a_task_result(worker_ids=["w1"])
+    internals.set_task_return_value(original, {"sum": 3})
+    copied = internals.copy_task_result(original)
+    assert copied is not original and type(copied) is type(original)
+    for field in dataclasses.fields(TaskResult):
+        assert getattr(copied, field.name) == getattr(original, field.name)
+    assert copied.return_value == {"sum": 3}  # the init=False field too
+
+    running = internals.copy_task_result(
+        original, status=TaskResultStatus.RUNNING, worker_ids=["w1", "w2"]
+    )
+    assert running.status == TaskResultStatus.RUNNING
+    assert running.worker_ids == ["w1", "w2"] and running.attempts == 2
+    assert running.id == original.id and running.args == original.args
+    assert original.status == TaskResultStatus.SUCCESSFUL  # left alone
+    assert original.worker_ids == ["w1"]
 
 
 def test_set_task_return_value_is_what_return_value_reads():

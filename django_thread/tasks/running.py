@@ -87,7 +87,7 @@ def _call_task(sender: Any, job: _Job) -> bool:
     try:
         if task.takes_context:
             # A copy with lists of its own: the published state is never written.
-            context = TaskContext(
+            context: TaskContext[Any, Any] = TaskContext(
                 task_result=copy_result(
                     started,
                     errors=list(started.errors),

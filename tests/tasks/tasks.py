@@ -13,8 +13,9 @@ import contextvars
 import threading
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import translation
+from django.utils.safestring import mark_safe
 
 from testproject.jobs.models import Record
 
@@ -78,6 +79,24 @@ def return_tuple_and_int_keys() -> Any:
 @task
 def return_unserializable() -> Any:
     return {1, 2}
+
+
+class Weekday(models.IntegerChoices):
+    """An ``int`` subclass: JSON turns it into a plain ``int``."""
+
+    MONDAY = 1
+
+
+@task
+def return_scalar(kind: str) -> Any:
+    """A scalar return value: exact types, and ones a JSON trip changes."""
+    return {
+        "int": 7,
+        "float": 2.5,
+        "safe string": mark_safe("<b>"),
+        "int enum": Weekday.MONDAY,
+        "nan": float("nan"),
+    }[kind]
 
 
 @task

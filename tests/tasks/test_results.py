@@ -71,6 +71,19 @@ def test_system_exit_in_a_task_fails_it_and_the_worker_goes_on(configure):
     assert after.return_value == 4 and after.worker_ids == exited.worker_ids
 
 
+def test_changing_a_fetched_result_does_not_change_the_stored_one(backend):
+    returned = tm.add.enqueue(1, 2)
+    returned.errors.append("not an error")
+    returned.worker_ids.append("not a worker")
+    done = finished(tm.add.enqueue(3, 4))
+    fetched = tm.add.get_result(done.id)
+    fetched.worker_ids.append("not a worker")
+    fetched.errors.append("not an error")
+    again = tm.add.get_result(done.id)
+    assert len(again.worker_ids) == 1 and again.errors == []
+    assert finished(returned).errors == [] and len(returned.worker_ids) == 1
+
+
 def test_unknown_result_id_raises(backend):
     with pytest.raises(tm.TaskResultDoesNotExist):
         backend.get_result("no-such-id")

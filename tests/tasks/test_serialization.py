@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.utils import timezone, translation
+from django.utils.safestring import mark_safe
 
 from tests.tasks import tasks as tm
 from tests.tasks.helpers import finished
@@ -29,6 +30,37 @@ def test_arguments_and_return_values_go_through_json(backend):
         [1, 2],
         {"1": "one"},
     ]
+
+
+def test_scalar_arguments_and_return_values_arrive_as_json_delivers_them(backend):
+    # Exact str/int/float/bool/None skip the round trip (nothing it could
+    # change); subclasses of them still take it, and come out as the base type.
+    result = tm.echo.enqueue(
+        "text", 7, 2.5, True, None, mark_safe("<b>"), tm.Weekday.MONDAY, flag=False
+    )
+    value = finished(result).return_value
+    assert value["args"] == ["text", 7, 2.5, True, None, "<b>", 1]
+    assert value["types"] == [
+        *["str", "int", "float", "bool", "NoneType"],
+        *["str", "int"],
+    ]
+    assert value["kwargs"] == {"flag": False}
+    assert result.args == ["text", 7, 2.5, True, None, "<b>", 1]
+    assert [type(arg).__name__ for arg in result.args][-2:] == ["str", "int"]
+    returned = {
+        kind: finished(tm.return_scalar.enqueue(kind)).return_value
+        for kind in ["int", "float", "safe string", "int enum"]
+    }
+    assert returned == {"int": 7, "float": 2.5, "safe string": "<b>", "int enum": 1}
+    assert [type(value).__name__ for value in returned.values()] == [
+        *["int", "float", "str", "int"]
+    ]
+
+
+def test_a_nan_return_value_fails_the_task(backend):
+    result = finished(tm.return_scalar.enqueue("nan"))
+    assert result.status == tm.TaskResultStatus.FAILED
+    assert result.errors[0].exception_class_path == "builtins.ValueError"
 
 
 def test_unserializable_arguments_fail_in_the_caller(backend):
