@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.db import connections, transaction
 
 from django_thread import internals
@@ -157,6 +158,35 @@ def test_copy_task_result_copies_every_field_and_applies_changes():
     assert running.id == original.id and running.args == original.args
     assert original.status == TaskResultStatus.SUCCESSFUL  # left alone
     assert original.worker_ids == ["w1"]
+
+
+def test_new_task_result_is_what_the_constructor_builds_from_json_scalars():
+    fields = {
+        "task": tasks_module.add,
+        "id": "an-id",
+        "status": TaskResultStatus.READY,
+        "enqueued_at": None,
+        "started_at": None,
+        "last_attempted_at": None,
+        "finished_at": None,
+        "args": [1, "two", 3.0, None, True],
+        "kwargs": {"four": 4},
+        "backend": "default",
+        "errors": [],
+        "worker_ids": [],
+    }
+    built = internals.new_task_result(TaskResult, **fields)
+    constructed = TaskResult(**fields)
+    assert type(built) is TaskResult
+    for field in dataclasses.fields(TaskResult):
+        assert getattr(built, field.name) == getattr(constructed, field.name)
+    with pytest.raises(ValueError, match="not finished"):
+        _ = built.return_value  # the init=False field has its default
+    del fields["backend"]
+    with pytest.raises(TypeError, match="backend"):
+        internals.new_task_result(TaskResult, **fields)
+    with pytest.raises(TypeError, match="no field"):
+        internals.new_task_result(TaskResult, **fields, backend="x", extra=1)
 
 
 def test_set_task_return_value_is_what_return_value_reads():

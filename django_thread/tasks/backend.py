@@ -10,6 +10,7 @@ from typing import Any
 from django.core import checks
 from django.db import transaction
 
+from django_thread.internals import new_task_result
 from django_thread.lifecycle import atomic_block_open
 from django_thread.tasks.compat import (
     BaseTaskBackend,
@@ -60,24 +61,32 @@ class ThreadPoolBackend(BaseTaskBackend):
         will.
         """
         self.validate_task(task)
-        # TaskResult normalizes the arguments (tuples to lists, bytes to
-        # str) and raises the framework's errors for what it refuses.
-        result: TaskResult[Any, Any] = TaskResult(
-            task=task,
-            id=new_id(),
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            last_attempted_at=None,
-            finished_at=None,
-            args=args,
-            kwargs=kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
+        fields = {
+            "task": task,
+            "id": new_id(),
+            "status": TaskResultStatus.READY,
+            "enqueued_at": None,
+            "started_at": None,
+            "last_attempted_at": None,
+            "finished_at": None,
+            "backend": self.alias,
+            "errors": [],
+            "worker_ids": [],
+        }
         payload: str | None = None
-        if not are_json_scalars(result.args, result.kwargs):
+        result: TaskResult[Any, Any]
+        if are_json_scalars(args, kwargs):
+            # normalize_json and the JSON round trip would both return these
+            # as they are, in a list and a dict: skip both.
+            result = new_task_result(
+                TaskResult, **fields, args=list(args), kwargs=dict(kwargs)
+            )
+        else:
+            # TaskResult normalizes the arguments (tuples to lists, bytes to
+            # str) and raises the framework's errors for what it refuses;
+            # the round trip does the rest (dict keys to str, NaN refused),
+            # and its JSON is what the worker will deserialize.
+            result = TaskResult(**fields, args=args, kwargs=kwargs)
             payload = json.dumps(
                 {"args": result.args, "kwargs": result.kwargs}, allow_nan=False
             )

@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django_thread.internals import copy_task_result
@@ -45,7 +46,7 @@ def _is_json_scalar(value: Any) -> bool:
     return kind in _JSON_SCALARS and (kind is not float or math.isfinite(value))
 
 
-def are_json_scalars(args: list[Any], kwargs: dict[str, Any]) -> bool:
+def are_json_scalars(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
     """Whether every argument is a scalar the JSON round trip leaves alone.
 
     For those, the round trip could not change a thing, so the backend
