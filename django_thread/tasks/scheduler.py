@@ -75,13 +75,18 @@ class TaskQueue:
     def _wake_or_start_worker(self) -> None:
         """Make sure some worker will take the new work; call with the lock held.
 
-        Waiting workers are woken; a new one is started while there is more
-        ready work than waiting workers to take it, and always when there is
-        none at all, since a deferred task needs someone to wait for it. A
-        notification that reaches a worker whose wait just timed out is not
-        lost: every worker looks at the heaps before waiting again.
+        A waiting worker is woken, if there is one: each waiting worker
+        counts itself in ``_waiting`` before it waits, under the same lock,
+        so with none counted a notify would find no one, and costs a Python
+        call per task for nothing. A new worker is started while there is
+        more ready work than waiting workers to take it, and always when
+        there is none at all, since a deferred task needs someone to wait
+        for it. A notification that reaches a worker whose wait just timed
+        out is not lost: every worker looks at the heaps before waiting
+        again.
         """
-        self._condition.notify()
+        if self._waiting:
+            self._condition.notify()
         if len(self._threads) < self.max_workers and (
             len(self._ready) > self._waiting or not self._threads
         ):
@@ -108,25 +113,32 @@ class TaskQueue:
             while True:
                 if generation != self._generation:
                     return None
-                now = timezone.now()
-                while self._deferred and self._deferred[0][0] <= now:
-                    run_after, arrival, job = heapq.heappop(self._deferred)
-                    heapq.heappush(
-                        self._ready, (-job.result.task.priority, arrival, job)
-                    )
+                fell_due = False
+                if self._deferred:  # the clock is read only for them
+                    now = timezone.now()
+                    while self._deferred and self._deferred[0][0] <= now:
+                        run_after, arrival, job = heapq.heappop(self._deferred)
+                        heapq.heappush(
+                            self._ready, (-job.result.task.priority, arrival, job)
+                        )
+                        fell_due = True
                 if self._ready:
                     job = heapq.heappop(self._ready)[-1]
-                    if self._ready:
-                        # More is ready than this worker takes: deferred
-                        # tasks fall due together without any put() to
-                        # wake or start the other workers.
+                    if self._ready and (fell_due or not self._waiting):
+                        # More is ready than this worker takes. Tasks that
+                        # fell due had no put() to wake workers for them,
+                        # and with no worker waiting, another may be
+                        # started (retire_workers() starts only one). Any
+                        # other waiting worker was woken by the put() of
+                        # each ready task: waking more would only make them
+                        # find the heap empty and wait again.
                         self._wake_or_start_worker()
                     return job
                 if self._closing:
                     return None
                 timeout = MAX_IDLE_WAIT
                 if self._deferred:
-                    due_in = (self._deferred[0][0] - now).total_seconds()
+                    due_in = (self._deferred[0][0] - timezone.now()).total_seconds()
                     timeout = min(max(due_in, 0.0), MAX_IDLE_WAIT)
                 self._waiting += 1
                 try:

@@ -67,6 +67,28 @@ def test_deferred_tasks_falling_due_together_use_several_workers(configure, gate
         finished(result)
 
 
+def test_a_backlog_left_by_released_workers_uses_several_new_ones(configure, gate):
+    configure(WORKERS=2)
+    held = [gate() for _ in range(4)]
+    busy = [tm.hold.enqueue(name) for name in held[:2]]
+    wait_for(
+        lambda: all(status_of(r) == tm.TaskResultStatus.RUNNING for r in busy),
+        "both workers to be busy",
+    )
+    backlog = [tm.hold.enqueue(name) for name in held[2:]]
+    # Both workers are busy, so they are retired and replaced by one new one;
+    # the backlog is more than it can take, so it starts the second.
+    assert registry.release_connections(timeout=0.05) is False
+    wait_for(
+        lambda: all(status_of(r) == tm.TaskResultStatus.RUNNING for r in backlog),
+        "both waiting tasks to run at once on new workers",
+    )
+    for name in held:
+        tm.GATES[name].set()
+    for result in busy + backlog:
+        assert finished(result).status == tm.TaskResultStatus.SUCCESSFUL
+
+
 def test_unknown_queue_is_rejected(backend):
     with pytest.raises(tm.InvalidTask, match="Queue 'nope'"):
         tm.add.using(queue_name="nope")
