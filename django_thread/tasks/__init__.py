@@ -18,7 +18,8 @@ where that matters:
 - arguments are serialized to JSON in the caller and deserialized by the
   worker, return values the other way (tuples arrive as lists, integer
   dict keys as strings, a ``datetime`` is refused), so a task never works
-  here only because it received a live Python object;
+  here only because it received a live Python object (plain strings,
+  numbers, booleans and None skip the trip: it could not change them);
 - each task runs in a fresh ``contextvars`` context, with the default
   language and time zone: a worker process would not see the caller's;
 - enqueueing inside ``transaction.atomic()`` is deferred until the commit
