@@ -114,3 +114,38 @@ def test_each_copy_context_value_takes_its_own_path(copy):
     finally:
         request_id.reset(token)
     assert seen == ("submitter" if copy else "none")
+
+
+def test_language_and_time_zone_changed_between_submits_reach_each_unit():
+    # Submits from one thread reuse the previous reading of the language and
+    # time zone while the context is unchanged; every change must still show.
+    def seen():
+        return translation.get_language(), timezone.get_current_timezone_name()
+
+    default = (translation.get_language(), timezone.get_current_timezone_name())
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        results = [executor.submit(seen).result(), executor.submit(seen).result()]
+        with translation.override("fr"):
+            results.append(executor.submit(seen).result())
+            with timezone.override("Asia/Tokyo"):
+                results.append(executor.submit(seen).result())
+            results.append(executor.submit(seen).result())
+            translation.deactivate_all()
+            results.append(executor.submit(seen).result())
+        results.append(executor.submit(seen).result())
+    assert results == [
+        default,
+        default,
+        ("fr", default[1]),
+        ("fr", "Asia/Tokyo"),
+        ("fr", default[1]),
+        (None, default[1]),
+        default,
+    ]
+
+
+def test_asgiref_locals_replace_their_value_on_write():
+    # The reuse above is only switched on where this holds (asgiref 3.13).
+    from django_thread.context import locals_replace_their_value_on_write
+
+    assert locals_replace_their_value_on_write() is True
