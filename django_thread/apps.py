@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core import checks
+from django.db.backends.signals import connection_created
 
 
 class DjangoThreadConfig(AppConfig):
@@ -30,9 +31,14 @@ class DjangoThreadConfig(AppConfig):
             registry,
         )
         from django_thread.checks import check_settings, enable_task_backend_checks
+        from django_thread.lifecycle import track_owned_connection
 
         checks.register(check_settings)
         enable_task_backend_checks()
         registry.manage(stopped=self.stopped_classes, drained=self.drained_classes)
         # Exit: stop threads, drain pools. Fork: fresh pools in the child.
         registry.install_hooks()
+        # The connections of the threads django_thread owns (persistent ones).
+        connection_created.connect(
+            track_owned_connection, dispatch_uid="django_thread.lifecycle.track"
+        )

@@ -17,6 +17,8 @@ BOOLEAN_SETTINGS = {
     "DJANGO_THREAD_CLOSE_ON_ERROR": "django_thread.E002",
     "DJANGO_THREAD_COPY_CONTEXT": "django_thread.E003",
     "DJANGO_THREAD_CANCEL_AT_EXIT": "django_thread.E004",
+    # E005 and E006 are the unknown-setting and STOP_TIMEOUT checks below.
+    "DJANGO_THREAD_PERSISTENT_CONNECTIONS": "django_thread.E007",
 }
 UNKNOWN_SETTING = "django_thread.E005"
 STOP_TIMEOUT = "django_thread.E006"

@@ -34,6 +34,9 @@ class DjangoThreadConf(AppConf):
     #: At interpreter exit, how long (seconds, in all) to wait for running
     #: ``Thread``s to return from ``run()`` once asked to stop.
     STOP_TIMEOUT: Any = 5.0
+    #: Keep connections open across units on the threads django_thread
+    #: starts, until each thread ends, whatever ``CONN_MAX_AGE`` says.
+    PERSISTENT_CONNECTIONS: Any = False
 
     class Meta:
         prefix = "django_thread"

@@ -151,6 +151,11 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
     The future completes only after that cleanup. Each call runs in a copy of
     the submitter's context (``DJANGO_THREAD_COPY_CONTEXT``). When the
     executor shuts down, each worker closes its connections before it exits.
+
+    ``persistent_connections=True`` keeps each worker's connections open
+    across calls until the worker ends, whatever ``CONN_MAX_AGE`` says;
+    ``False`` honours ``CONN_MAX_AGE``; ``None`` (the default) follows
+    ``DJANGO_THREAD_PERSISTENT_CONNECTIONS``.
     """
 
     # Used to assign unique thread names when thread_name_prefix is not supplied.
@@ -162,6 +167,8 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         thread_name_prefix: str = "",
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
+        *,
+        persistent_connections: bool | None = None,
     ) -> None:
         if max_workers is None:
             max_workers = min(32, (_cpu_count() or 1) + 4)
@@ -178,6 +185,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         # the ignores (see _new_generation for why the names are the stdlib's).
         self._initializer = initializer  # type: ignore[assignment]
         self._initargs = initargs
+        self._persistent_connections = persistent_connections
         self._broken: str | bool = False  # type: ignore[assignment]
         self._shutdown = False
         #: Workers of earlier generations that may still be finishing work.
@@ -243,6 +251,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
                     self._initargs,
                 ),
                 futures_logger,
+                self._persistent_connections,
             )
             self._threads.add(thread)
 

@@ -80,6 +80,15 @@ def forget_connection(alias: str) -> None:
     del connections[alias]
 
 
+def keep_open_until_thread_ends(connection: BaseDatabaseWrapper) -> None:
+    """Lift ``CONN_MAX_AGE`` from a connection that was just opened."""
+    # BaseDatabaseWrapper.close_at (a time.monotonic() deadline, or None for
+    # no limit) is what close_if_unusable_or_obsolete() compares; connect()
+    # sets it from CONN_MAX_AGE *before* sending connection_created, so a
+    # receiver may override it. Checked on Django 5.2, 6.0, 6.1.
+    connection.close_at = None
+
+
 def set_task_return_value(result: TaskResult[Any, Any], value: Any) -> None:
     """Store a task's return value on its frozen ``TaskResult``."""
     # TaskResult._return_value is a private field (init=False) of a frozen

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ContextDecorator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ContextDecorator, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -36,11 +36,13 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connections, reset_queries
 from django.db.transaction import TransactionManagementError
 
+from django_thread import forking
 from django_thread.internals import (
     forget_connection,
     in_atomic_block,
     initialized_connections,
     is_connected,
+    keep_open_until_thread_ends,
     rollback_driver_connection,
 )
 
@@ -110,6 +112,9 @@ def discard_connection(connection: BaseDatabaseWrapper) -> None:
     except Exception:
         logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
     forget_connection(connection.alias)
+    connected = getattr(_scope, "connected", None)
+    if connected is not None:
+        connected.pop(connection.alias, None)
 
 
 def discard_leaked_transactions(
@@ -143,6 +148,91 @@ def close_thread_connections() -> None:
             logger.warning(
                 "Closing connection %r failed", connection.alias, exc_info=True
             )
+
+
+def persistent_connections_wanted(override: bool | None) -> bool:
+    """``override`` when given, else ``DJANGO_THREAD_PERSISTENT_CONNECTIONS``."""
+    if override is not None:
+        return override
+    from django_thread.conf import settings
+
+    return bool(settings.DJANGO_THREAD_PERSISTENT_CONNECTIONS)
+
+
+@contextmanager
+def owned_thread(persistent_connections: bool | None = None) -> Iterator[None]:
+    """The whole life of a thread django_thread starts: the one place it is marked.
+
+    Every executor worker, task worker and :class:`~django_thread.Thread`
+    body runs inside this. Until the thread ends its connections are held
+    for :mod:`django_thread.forking`, so that a forked child never closes
+    them under the parent. When it ends, whatever ends it, they are closed:
+    no later unit can reuse them, and without this they would stay open
+    until the garbage collector breaks the wrappers' reference cycles.
+
+    That guaranteed end is what makes persistent connections safe here and
+    nowhere else: with ``persistent_connections`` on (``None``: the
+    ``DJANGO_THREAD_PERSISTENT_CONNECTIONS`` setting), a connection this
+    thread opens is kept across its units until the thread ends (see
+    :func:`track_owned_connection`). A thread django_thread does not own
+    never gets the mark, so ``unit_of_work`` there keeps nothing that
+    ``CONN_MAX_AGE`` would close: there is no owner to close it later.
+    """
+    _scope.persistent = persistent_connections_wanted(persistent_connections)
+    _scope.connected = {}
+    forking.track_this_thread()
+    try:
+        yield
+    finally:
+        _scope.persistent = False
+        _scope.connected = None
+        close_thread_connections()
+        forking.untrack_this_thread()
+
+
+def track_owned_connection(
+    sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any
+) -> None:
+    """``connection_created`` receiver: on an owned thread, note the wrapper.
+
+    Noting it lets each unit's end look at the wrappers this thread ever
+    connected instead of walking every alias (see :func:`unit_connections`).
+
+    On a persistent thread it also lifts the connection's age limit. Only
+    that goes: everything else in Django's per-request housekeeping still
+    applies at each unit's end (a connection with errors that fails
+    ``is_usable()``, or with autocommit left off, is closed, and
+    ``CONN_HEALTH_CHECKS`` re-checks it before its next use), and so do the
+    unit's own repairs: a leaked transaction discards the connection, a
+    failed unit closes it (``DJANGO_THREAD_CLOSE_ON_ERROR``), and the next
+    unit opens a fresh one, which comes through here again. An alias on
+    Django's native pool is left alone: it has no age (Django requires
+    ``CONN_MAX_AGE = 0`` there), and giving its connection back to the pool
+    at each unit's end is already cheap.
+    """
+    connected = getattr(_scope, "connected", None)
+    if connected is None:
+        return  # not a thread django_thread owns
+    connected[connection.alias] = connection
+    if _scope.persistent and not connection.settings_dict["OPTIONS"].get("pool"):
+        keep_open_until_thread_ends(connection)
+
+
+def unit_connections() -> Sequence[BaseDatabaseWrapper]:
+    """The wrappers a unit ending on this thread may have left in a transaction.
+
+    On a thread django_thread owns, those are the wrappers that connected
+    on it, as :func:`track_owned_connection` noted them: a transaction
+    needs a connection, and a wrapper is private to its thread and first
+    connects on it, so no other wrapper can hold one. Reading that dict
+    spares every unit a walk over all aliases, through the thread-critical
+    ``asgiref.local.Local`` that holds them, which costs more than the rest
+    of the unit's own bookkeeping. Elsewhere, every initialized wrapper.
+    """
+    connected = getattr(_scope, "connected", None)
+    if connected is None:
+        return initialized_connections()
+    return list(connected.values())
 
 
 def _refuse_inside_caller_transaction() -> None:
@@ -197,22 +287,26 @@ def _run_direct_cleanup(action: Any) -> None:
         logger.error("Connection cleanup %r raised", action, exc_info=True)
 
 
-def start_unit(sender: Any) -> None:
-    """What Django does when a request arrives, in this thread."""
-    from django_thread.conf import settings
+def start_unit(sender: Any, send_signals: bool | None = None) -> None:
+    """What Django does when a request arrives, in this thread.
 
-    if settings.DJANGO_THREAD_SEND_SIGNALS:
+    ``send_signals`` is ``DJANGO_THREAD_SEND_SIGNALS`` as the unit read it
+    when it started (None: read it now).
+    """
+    if send_signals is None:
+        send_signals = _send_signals()
+    if send_signals:
         send_robustly(request_started, sender, "request_started")
     else:
         _run_direct_cleanup(reset_queries)
         _run_direct_cleanup(close_old_connections)
 
 
-def finish_unit(sender: Any, failed: bool) -> None:
+def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> None:
     """What Django does when a response is done, plus what it cannot repair."""
-    from django_thread.conf import settings
-
-    opened = initialized_connections()
+    if send_signals is None:
+        send_signals = _send_signals()
+    opened = unit_connections()
     leaked = discard_leaked_transactions(opened) if opened else None
     if leaked:
         logger.warning(
@@ -221,18 +315,28 @@ def finish_unit(sender: Any, failed: bool) -> None:
             sender,
             ", ".join(repr(alias) for alias in leaked),
         )
-    if settings.DJANGO_THREAD_SEND_SIGNALS:
+    if send_signals:
         send_robustly(request_finished, sender, "request_finished")
     else:
         _run_direct_cleanup(close_old_connections)
         _run_direct_cleanup(close_caches)
-    if failed and settings.DJANGO_THREAD_CLOSE_ON_ERROR:
-        # A connection may be mid-protocol after an interrupted query.
-        for connection in initialized_connections():
-            try:
-                connection.close()
-            except Exception:
-                logger.debug("Closing %r failed", connection.alias, exc_info=True)
+    if failed:
+        from django_thread.conf import settings
+
+        if settings.DJANGO_THREAD_CLOSE_ON_ERROR:
+            # A connection may be mid-protocol after an interrupted query.
+            for connection in initialized_connections():
+                try:
+                    connection.close()
+                except Exception:
+                    logger.debug("Closing %r failed", connection.alias, exc_info=True)
+
+
+def _send_signals() -> bool:
+    """``DJANGO_THREAD_SEND_SIGNALS``, read once per unit, when it starts."""
+    from django_thread.conf import settings
+
+    return bool(settings.DJANGO_THREAD_SEND_SIGNALS)
 
 
 def run_unit(
@@ -255,8 +359,9 @@ def run_unit(
     """
     if absorb_inner_units:
         _scope.depth = 1
+    send_signals = _send_signals()
     failed = True
-    start_unit(sender)
+    start_unit(sender, send_signals)
     try:
         result = fn(*args, **(kwargs or {}))
         failed = False
@@ -264,7 +369,7 @@ def run_unit(
     finally:
         if absorb_inner_units:
             _scope.depth = 0
-        finish_unit(sender, failed=failed)
+        finish_unit(sender, failed, send_signals)
 
 
 class UnitOfWork(ContextDecorator):
@@ -282,7 +387,8 @@ class UnitOfWork(ContextDecorator):
         if depth == 0:
             ensure_app_installed()
             _refuse_inside_caller_transaction()
-            start_unit(self.sender)
+            _scope.send_signals = _send_signals()
+            start_unit(self.sender, _scope.send_signals)
         _scope.depth = depth + 1
         return self
 
@@ -294,7 +400,7 @@ class UnitOfWork(ContextDecorator):
     ) -> None:
         _scope.depth -= 1
         if _scope.depth == 0:
-            finish_unit(self.sender, failed=exc_type is not None)
+            finish_unit(self.sender, exc_type is not None, _scope.send_signals)
 
 
 @overload

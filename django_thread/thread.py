@@ -22,17 +22,16 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from django_thread import forking, registry
+from django_thread import registry
 from django_thread.context import Snapshot, call_in, capture
-from django_thread.lifecycle import (
-    close_thread_connections,
-    ensure_app_installed,
-    run_unit,
-)
+from django_thread.lifecycle import ensure_app_installed, owned_thread, run_unit
 
 
 def run_thread_body(
-    sender: Any, run: Callable[[], object], snapshot: Snapshot | None
+    sender: Any,
+    run: Callable[[], object],
+    snapshot: Snapshot | None,
+    persistent_connections: bool | None = None,
 ) -> None:
     """The lifecycle around ``run``, then close everything the thread opened.
 
@@ -41,13 +40,8 @@ def run_thread_body(
     count as a :class:`~django_thread.unit_of_work` for nesting, so a
     long-running ``run()`` can make each loop iteration a unit of its own.
     """
-    forking.track_this_thread()
-    try:
+    with owned_thread(persistent_connections):
         call_in(snapshot, partial(run_unit, absorb_inner_units=False), sender, run)
-    finally:
-        # The thread is ending: no later unit can reuse its connections.
-        close_thread_connections()
-        forking.untrack_this_thread()
 
 
 class Thread(threading.Thread):
@@ -65,7 +59,18 @@ class Thread(threading.Thread):
     sleeping) and returns once it is set. At interpreter exit every running
     Thread is asked to stop and joined for up to
     ``DJANGO_THREAD_STOP_TIMEOUT`` seconds.
+
+    When ``run()`` is a loop of :func:`~django_thread.unit_of_work`
+    iterations, its connections are kept open across iterations, until the
+    thread ends, if ``persistent_connections`` is True; ``None`` (the
+    default) follows ``DJANGO_THREAD_PERSISTENT_CONNECTIONS``. It is a class
+    attribute, set on the subclass that defines the loop, so that the
+    ``threading.Thread`` constructor stays as it is.
     """
+
+    #: True or False overrides ``DJANGO_THREAD_PERSISTENT_CONNECTIONS`` for
+    #: this class's threads; None follows it.
+    persistent_connections: bool | None = None
 
     #: Whether interpreter exit calls :meth:`stop` and waits for the thread
     #: (up to ``DJANGO_THREAD_STOP_TIMEOUT``). False leaves it to
@@ -97,7 +102,7 @@ class Thread(threading.Thread):
         def run_as_unit() -> None:
             registry.register(self)
             try:
-                run_thread_body(type(self), run, snapshot)
+                run_thread_body(type(self), run, snapshot, self.persistent_connections)
             finally:
                 registry.unregister(self)
                 restore_run()

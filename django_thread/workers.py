@@ -10,10 +10,11 @@ the same, and lives here:
   joins it once its pool has drained, even when the pool itself was shut
   down without waiting or garbage collected;
 - a loop that raises is logged as a crash, never silently lost;
-- whatever ends the loop, the worker's connections are closed, in the
-  worker, since no other thread can close them;
-- until then its connections are held for :mod:`django_thread.forking`,
-  so that a forked child never closes them under the parent.
+- the thread runs inside :func:`~django_thread.lifecycle.owned_thread`:
+  whatever ends the loop, the worker's connections are closed, in the
+  worker, since no other thread can close them; until then they are held
+  for :mod:`django_thread.forking`, and kept across units when the pool
+  asked for persistent connections.
 
 What ends a loop is the loop's business (see each loop's exit conditions):
 its pool shutting down, its pool collected, interpreter exit, or its pool
@@ -28,8 +29,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django_thread import forking, registry
-from django_thread.lifecycle import close_thread_connections
+from django_thread import registry
+from django_thread.lifecycle import owned_thread
 
 
 def start_worker(
@@ -37,10 +38,17 @@ def start_worker(
     loop: Callable[..., object],
     args: tuple[Any, ...],
     crash_logger: logging.Logger,
+    persistent_connections: bool | None = None,
 ) -> threading.Thread:
-    """Start a daemon worker thread running ``loop(*args)``."""
+    """Start a daemon worker thread running ``loop(*args)``.
+
+    ``persistent_connections``: see :func:`~django_thread.lifecycle.owned_thread`.
+    """
     thread = threading.Thread(
-        name=name, target=_run_worker, args=(loop, args, crash_logger), daemon=True
+        name=name,
+        target=_run_worker,
+        args=(loop, args, crash_logger, persistent_connections),
+        daemon=True,
     )
     thread.start()
     registry.track_worker(thread)
@@ -48,15 +56,17 @@ def start_worker(
 
 
 def _run_worker(
-    loop: Callable[..., object], args: tuple[Any, ...], crash_logger: logging.Logger
+    loop: Callable[..., object],
+    args: tuple[Any, ...],
+    crash_logger: logging.Logger,
+    persistent_connections: bool | None,
 ) -> None:
-    forking.track_this_thread()
-    try:
-        loop(*args)
-    except BaseException:
-        crash_logger.critical(
-            "Exception in worker %s", threading.current_thread().name, exc_info=True
-        )
-    finally:
-        close_thread_connections()
-        forking.untrack_this_thread()
+    with owned_thread(persistent_connections):
+        try:
+            loop(*args)
+        except BaseException:
+            crash_logger.critical(
+                "Exception in worker %s",
+                threading.current_thread().name,
+                exc_info=True,
+            )

@@ -242,3 +242,35 @@ def test_run_before_threads_join_runs_before_non_daemon_threads_are_joined():
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_keep_open_until_thread_ends_lifts_conn_max_age_from_connection_created(
+    alias,
+):
+    # connect() sets close_at from CONN_MAX_AGE before it sends
+    # connection_created; a receiver that lifts it keeps the connection
+    # through Django's own close_old_connections().
+    from django.db import close_old_connections
+    from django.db.backends.signals import connection_created
+
+    from tests.helpers import database_settings
+
+    def keep(sender, connection, **kwargs):
+        if connection.alias == alias:
+            seen.append(connection.close_at)
+            internals.keep_open_until_thread_ends(connection)
+
+    def body():
+        connections[alias].ensure_connection()
+        close_old_connections()
+        return internals.is_connected(connections[alias])
+
+    seen = []
+    with database_settings(alias, CONN_MAX_AGE=0):
+        connection_created.connect(keep, weak=False)
+        try:
+            assert in_a_new_thread(body) is True
+        finally:
+            connection_created.disconnect(keep)
+        assert len(seen) == 1 and seen[0] is not None  # set before the signal
+        assert in_a_new_thread(body) is False  # without the receiver: closed

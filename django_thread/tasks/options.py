@@ -20,6 +20,7 @@ E_RESULT_TTL = "django_thread.E106"
 E_ENQUEUE_ON_COMMIT = "django_thread.E107"
 E_DATABASE = "django_thread.E108"
 E_APP_NOT_INSTALLED = "django_thread.E109"
+E_PERSISTENT_CONNECTIONS = "django_thread.E110"
 W_SQLITE_CONCURRENT_WRITERS = "django_thread.W101"
 
 
@@ -94,6 +95,16 @@ OPTIONS: dict[str, Option] = {
         "an alias in DATABASES",
         _database_alias,
         lambda: "Aliases: " + ", ".join(django_settings.DATABASES) + ".",
+    ),
+    "PERSISTENT_CONNECTIONS": Option(
+        None,
+        E_PERSISTENT_CONNECTIONS,
+        "a bool or None",
+        lambda value: value is None or isinstance(value, bool),
+        lambda: (
+            "True or False overrides DJANGO_THREAD_PERSISTENT_CONNECTIONS "
+            "for this backend's workers; None (the default) follows it."
+        ),
     ),
 }
 
@@ -229,6 +240,7 @@ class PoolOptions:
     result_ttl: float
     enqueue_on_commit: bool
     database: str
+    persistent_connections: bool | None
 
     @classmethod
     def from_params(cls, options: Any, queues: Iterable[str]) -> PoolOptions:
@@ -246,6 +258,7 @@ class PoolOptions:
             result_ttl=float(values["RESULT_TTL"]),
             enqueue_on_commit=values["ENQUEUE_ON_COMMIT"],
             database=values["DATABASE"],
+            persistent_connections=values["PERSISTENT_CONNECTIONS"],
         )
 
     def workers_for(self, queue_name: str) -> int:

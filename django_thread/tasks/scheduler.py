@@ -99,6 +99,7 @@ class TaskQueue:
             self._work,
             (worker_id, self._generation),
             logger,
+            self.pool.options.persistent_connections,
         )
         self._threads.append(thread)
         logger.debug("Started task worker %s as %s", worker_id, thread.name)

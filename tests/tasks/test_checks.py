@@ -1,4 +1,4 @@
-"""Options and system checks (django_thread.E101 to E109, W101)."""
+"""Options and system checks (django_thread.E101 to E110, W101)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ BAD_OPTIONS = [
     ({"RESULT_TTL": "1h"}, "django_thread.E106"),
     ({"ENQUEUE_ON_COMMIT": "yes"}, "django_thread.E107"),
     ({"DATABASE": "nope"}, "django_thread.E108"),
+    ({"PERSISTENT_CONNECTIONS": "yes"}, "django_thread.E110"),
+    ({"PERSISTENT_CONNECTIONS": 1}, "django_thread.E110"),
 ]
 
 
@@ -81,6 +83,7 @@ def test_good_options_pass_the_checks(configure):
         RESULT_TTL=1.5,
         ENQUEUE_ON_COMMIT=False,
         DATABASE="postgres",
+        PERSISTENT_CONNECTIONS=True,
     )
     assert list(tm.task_backends["default"].check()) == []
 

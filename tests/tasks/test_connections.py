@@ -57,3 +57,33 @@ def test_tasks_survive_the_server_killing_worker_connections(server_alias, confi
         assert Record.objects.using(alias).filter(name="after").count() == 8
         reset_pools()  # shutting the pool down closes the workers' connections
         wait_for(lambda: server_connection_count(alias) == 0, "workers to disconnect")
+
+
+@pytest.mark.parametrize(
+    ("option", "kept"), [(True, True), (None, False)], ids=["option-on", "default"]
+)
+def test_tasks_backend_option_keeps_worker_connections(
+    alias, configure, opened_connections, option, kept
+):
+    tasks = 6
+    with database_settings(alias, CONN_MAX_AGE=0):
+        configure(WORKERS=1, PERSISTENT_CONNECTIONS=option)
+        # The first task may open more than one connection: on MariaDB,
+        # Django's first use of a wrapper reads the server version on a
+        # temporary one. Count from the second task on.
+        first = tm.write_record.enqueue(alias, "row", -1)
+        assert finished(first).status == tm.TaskResultStatus.SUCCESSFUL
+        opened_by_first = opened_connections.opened(alias)
+        for i in range(tasks):
+            result = tm.write_record.enqueue(alias, "row", i)
+            assert finished(result).status == tm.TaskResultStatus.SUCCESSFUL
+        assert opened_connections.opened(alias) - opened_by_first == (
+            0 if kept else tasks
+        )
+        # One wrapper per worker (the MariaDB one was recorded twice).
+        open_wrappers = {
+            id(wrapper)
+            for wrapper in opened_connections.wrappers
+            if wrapper.alias == alias and wrapper.connection is not None
+        }
+        assert len(open_wrappers) == (1 if kept else 0)
