@@ -29,10 +29,9 @@ def _mariadb_unreachable_reason() -> str | None:
         import MySQLdb
     except ImportError as exc:
         return (
-            f"mysqlclient is not installed ({exc}). Install the mariadb extra, "
-            "pip install -e '.[test,mariadb]', after its build dependencies: "
-            "libmariadb-dev, pkg-config and a C compiler (on Debian or Ubuntu, "
-            "apt-get install libmariadb-dev pkg-config gcc)"
+            f"{exc}: install the mariadb extra, pip install -e '.[test,mariadb]', "
+            "after its build dependencies libmariadb-dev, pkg-config and a C "
+            "compiler"
         )
     params = connections.settings["mariadb"]
     try:
