@@ -22,10 +22,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 if TYPE_CHECKING:
-    from django.db.backends.base.base import BaseDatabaseWrapper
-
     from django_thread.tasks.compat import TaskResult
 
 
@@ -87,6 +86,69 @@ def keep_open_until_thread_ends(connection: BaseDatabaseWrapper) -> None:
     # sets it from CONN_MAX_AGE *before* sending connection_created, so a
     # receiver may override it. Checked on Django 5.2, 6.0, 6.1.
     connection.close_at = None
+
+
+def close_in_memory_database_handle(connection: BaseDatabaseWrapper) -> None:
+    """Close an ending thread's own handle on SQLite's in-memory database.
+
+    SQLite's ``DatabaseWrapper.close()`` ignores in-memory databases, since
+    closing the last handle destroys the database; an ending thread's handle
+    would then be closed by the garbage collector, with a ``ResourceWarning``.
+    The database lives on in other threads' handles (Django's test database
+    is a shared-cache one; a plain ``:memory:`` one is private to its handle).
+    """
+    # BaseDatabaseWrapper.close, past the sqlite3 backend's override of it.
+    # Checked on Django 5.2, 6.0, 6.1.
+    BaseDatabaseWrapper.close(connection)
+
+
+def shared_from_another_thread(connection: BaseDatabaseWrapper) -> bool:
+    """Whether another thread created this wrapper and lent it to this one."""
+    # BaseDatabaseWrapper._thread_ident is the creating thread, set in
+    # __init__ and read by validate_thread_sharing(); allow_thread_sharing is
+    # public. Checked on Django 5.2, 6.0, 6.1.
+    return (
+        connection._thread_ident != threading.get_ident()  # type: ignore[attr-defined]
+        and connection.allow_thread_sharing
+    )
+
+
+def lend_connection(alias: str, connection: BaseDatabaseWrapper) -> None:
+    """Make another thread's wrapper this thread's connection for ``alias``."""
+    # ConnectionHandler.__setitem__, as LiveServerThread uses it; the wrapper
+    # must allow thread sharing (inc_thread_sharing()). Undocumented.
+    # Checked on Django 5.2, 6.0, 6.1.
+    connections[alias] = connection
+
+
+def wrap_transaction_stacks(
+    connection: BaseDatabaseWrapper, wrap: Callable[[list[Any]], list[Any]]
+) -> Callable[[], None]:
+    """Replace the wrapper's atomic() stacks by ``wrap(stack)``; return the undo.
+
+    ``savepoint_ids`` and ``atomic_blocks`` are the lists
+    ``transaction.Atomic`` pushes on entry and pops on exit.
+    """
+    # Checked on Django 5.2, 6.0, 6.1: Atomic only appends, pops, indexes
+    # and truth-tests them; connect() rebinds them to new lists.
+    for name in ("savepoint_ids", "atomic_blocks"):
+        setattr(connection, name, wrap(getattr(connection, name)))
+
+    def undo() -> None:
+        for name in ("savepoint_ids", "atomic_blocks"):
+            setattr(connection, name, list(getattr(connection, name)))
+
+    return undo
+
+
+def only_testcase_atomic_blocks(connection: BaseDatabaseWrapper) -> bool:
+    """Whether every open atomic() block is one ``TestCase`` opened itself."""
+    # TestCase._enter_atomics sets Atomic._from_testcase; Django's own check
+    # for durable blocks reads it from connection.atomic_blocks the same way.
+    # Checked on Django 5.2, 6.0, 6.1 (pytest-django's db uses TestCase).
+    return all(
+        getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+    )
 
 
 def set_task_return_value(result: TaskResult[Any, Any], value: Any) -> None:

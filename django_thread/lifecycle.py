@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ContextDecorator, contextmanager
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -36,14 +37,17 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connections, reset_queries
 from django.db.transaction import TransactionManagementError
 
-from django_thread import forking
+from django_thread import forking, sharing
 from django_thread.internals import (
+    close_in_memory_database_handle,
     forget_connection,
     in_atomic_block,
     initialized_connections,
     is_connected,
     keep_open_until_thread_ends,
+    lend_connection,
     rollback_driver_connection,
+    shared_from_another_thread,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +72,18 @@ def ensure_app_installed() -> None:
             "django_thread is not in INSTALLED_APPS. Add 'django_thread' to "
             "INSTALLED_APPS to use django_thread's threads and executors."
         )
+
+
+def own_connections() -> list[BaseDatabaseWrapper]:
+    """This thread's connections, without those another thread lent it.
+
+    ``LiveServerTestCase``'s server threads, and units while a test shares
+    its connections (:mod:`django_thread.sharing`), run on the test
+    thread's connection: closing it, rolling it back or dropping it from
+    this thread's handler would break the test. Cleanup only ever picks
+    connections from here (or from :func:`unit_connections`).
+    """
+    return [c for c in initialized_connections() if not shared_from_another_thread(c)]
 
 
 def _in_transaction(connection: BaseDatabaseWrapper) -> bool:
@@ -108,7 +124,7 @@ def discard_connection(connection: BaseDatabaseWrapper) -> None:
     except Exception:
         logger.debug("Rollback of leaked transaction failed", exc_info=True)
     try:
-        connection.close()
+        _close(connection)
     except Exception:
         logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
     forget_connection(connection.alias)
@@ -117,12 +133,20 @@ def discard_connection(connection: BaseDatabaseWrapper) -> None:
         connected.pop(connection.alias, None)
 
 
+def _close(connection: BaseDatabaseWrapper) -> None:
+    """Close for good: the wrapper is about to be dropped from its thread."""
+    connection.close()
+    if is_connected(connection):
+        # SQLite's in-memory database refused: see the helper.
+        close_in_memory_database_handle(connection)
+
+
 def discard_leaked_transactions(
     opened: Sequence[BaseDatabaseWrapper] | None = None,
 ) -> list[str]:
     """Roll back every transaction a unit left open; return the aliases."""
     leaked = []
-    for connection in initialized_connections() if opened is None else opened:
+    for connection in own_connections() if opened is None else opened:
         try:
             is_leaked = _in_transaction(connection)
         except Exception:
@@ -141,9 +165,9 @@ def close_thread_connections() -> None:
     collector happens to break the wrapper's reference cycles.
     """
     discard_leaked_transactions()
-    for connection in initialized_connections():
+    for connection in own_connections():
         try:
-            connection.close()
+            _close(connection)
         except Exception:
             logger.warning(
                 "Closing connection %r failed", connection.alias, exc_info=True
@@ -213,6 +237,8 @@ def track_owned_connection(
     connected = getattr(_scope, "connected", None)
     if connected is None:
         return  # not a thread django_thread owns
+    if shared_from_another_thread(connection):
+        return  # lent by a test (django_thread.sharing): never this thread's
     connected[connection.alias] = connection
     if _scope.persistent and not connection.settings_dict["OPTIONS"].get("pool"):
         keep_open_until_thread_ends(connection)
@@ -231,7 +257,7 @@ def unit_connections() -> Sequence[BaseDatabaseWrapper]:
     """
     connected = getattr(_scope, "connected", None)
     if connected is None:
-        return initialized_connections()
+        return own_connections()
     return list(connected.values())
 
 
@@ -244,7 +270,7 @@ def _refuse_inside_caller_transaction() -> None:
     turned off with rows written, silently. Both are refused before
     anything runs; units on threads django_thread starts never need this.
     """
-    opened = initialized_connections()
+    opened = own_connections()
     in_atomic = [c.alias for c in opened if in_atomic_block(c)]
     if in_atomic:
         raise TransactionManagementError(
@@ -287,6 +313,41 @@ def _run_direct_cleanup(action: Any) -> None:
         logger.error("Connection cleanup %r raised", action, exc_info=True)
 
 
+def _lent_here() -> list[BaseDatabaseWrapper]:
+    """The connections another thread lent this one, walking aliases only if needed.
+
+    On a thread django_thread owns, only :mod:`django_thread.sharing` lends
+    connections, and it knows which; elsewhere (a live server's threads),
+    look at every initialized wrapper.
+    """
+    if getattr(_scope, "connected", None) is not None:
+        return sharing.borrowed()
+    return [c for c in initialized_connections() if shared_from_another_thread(c)]
+
+
+def _hide(lent: list[BaseDatabaseWrapper]) -> None:
+    """Take lent connections out of this thread's handler, for Django's receivers.
+
+    ``close_old_connections`` would close a connection another thread lent
+    this one: inside ``TestCase`` the test's looks "in a transaction" to it.
+    (Django's test client disconnects that receiver around a request for
+    the same reason.)
+    """
+    for connection in lent:
+        forget_connection(connection.alias)
+
+
+def _put_back(lent: list[BaseDatabaseWrapper]) -> None:
+    """Undo :func:`_hide`; a connection a receiver opened meanwhile is closed."""
+    if not lent:
+        return
+    own = {c.alias: c for c in initialized_connections()}
+    for connection in lent:
+        if connection.alias in own:
+            _run_direct_cleanup(partial(_close, own[connection.alias]))
+        lend_connection(connection.alias, connection)
+
+
 def start_unit(sender: Any, send_signals: bool | None = None) -> None:
     """What Django does when a request arrives, in this thread.
 
@@ -295,17 +356,24 @@ def start_unit(sender: Any, send_signals: bool | None = None) -> None:
     """
     if send_signals is None:
         send_signals = _send_signals()
-    if send_signals:
-        send_robustly(request_started, sender, "request_started")
-    else:
-        _run_direct_cleanup(reset_queries)
-        _run_direct_cleanup(close_old_connections)
+    lent = _lent_here()
+    _hide(lent)
+    try:
+        if send_signals:
+            send_robustly(request_started, sender, "request_started")
+        else:
+            _run_direct_cleanup(reset_queries)
+            _run_direct_cleanup(close_old_connections)
+    finally:
+        _put_back(lent)
+    sharing.borrow()
 
 
 def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> None:
     """What Django does when a response is done, plus what it cannot repair."""
     if send_signals is None:
         send_signals = _send_signals()
+    sharing.give_back()
     opened = unit_connections()
     leaked = discard_leaked_transactions(opened) if opened else None
     if leaked:
@@ -315,17 +383,22 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
             sender,
             ", ".join(repr(alias) for alias in leaked),
         )
-    if send_signals:
-        send_robustly(request_finished, sender, "request_finished")
-    else:
-        _run_direct_cleanup(close_old_connections)
-        _run_direct_cleanup(close_caches)
+    lent = _lent_here()
+    _hide(lent)
+    try:
+        if send_signals:
+            send_robustly(request_finished, sender, "request_finished")
+        else:
+            _run_direct_cleanup(close_old_connections)
+            _run_direct_cleanup(close_caches)
+    finally:
+        _put_back(lent)
     if failed:
         from django_thread.conf import settings
 
         if settings.DJANGO_THREAD_CLOSE_ON_ERROR:
             # A connection may be mid-protocol after an interrupted query.
-            for connection in initialized_connections():
+            for connection in own_connections():
                 try:
                     connection.close()
                 except Exception:

@@ -274,3 +274,98 @@ def test_keep_open_until_thread_ends_lifts_conn_max_age_from_connection_created(
             connection_created.disconnect(keep)
         assert len(seen) == 1 and seen[0] is not None  # set before the signal
         assert in_a_new_thread(body) is False  # without the receiver: closed
+
+
+def test_shared_from_another_thread_is_true_only_where_a_wrapper_is_lent(alias):
+    connection = connections[alias]
+    connection.inc_thread_sharing()
+    try:
+
+        def body():
+            own = connections[alias]
+            states = [internals.shared_from_another_thread(own)]
+            internals.lend_connection(alias, connection)
+            states.append(connections[alias] is connection)
+            states.append(internals.shared_from_another_thread(connection))
+            internals.forget_connection(alias)
+            return states
+
+        in_lender = internals.shared_from_another_thread(connection)
+        assert in_a_new_thread(body) == [False, True, True]
+        assert in_lender is False
+    finally:
+        connection.dec_thread_sharing()
+
+
+def test_wrap_transaction_stacks_sees_every_push_and_pop_of_atomic(alias):
+    pushed: list[str] = []
+
+    class Recording(list):  # type: ignore[type-arg]
+        def append(self, item: Any) -> None:
+            pushed.append("push")
+            super().append(item)
+
+        def pop(self, index: Any = -1) -> Any:
+            pushed.append("pop")
+            return super().pop(index)
+
+    def body():
+        connection = connections[alias]
+        connection.ensure_connection()  # connect() starts with new lists
+        undo = internals.wrap_transaction_stacks(connection, Recording)
+        with transaction.atomic(using=alias):  # outermost: atomic_blocks only
+            with transaction.atomic(using=alias):  # a savepoint: both stacks
+                pass
+            with transaction.atomic(using=alias, savepoint=False):
+                pass
+        undo()
+        return type(connection.savepoint_ids), type(connection.atomic_blocks)
+
+    assert in_a_new_thread(body) == (list, list)
+    assert pushed == ["push"] + ["push"] * 2 + ["pop"] * 2 + ["push"] * 2 + [
+        "pop"
+    ] * 2 + ["pop"]
+
+
+def test_only_testcase_atomic_blocks_tells_the_tests_blocks_from_the_codes(
+    django_db_blocker,
+):
+    from django.test import TestCase
+
+    seen: list[bool] = []
+
+    class Probe(TestCase):
+        databases = {"default"}
+
+        def test_probe(self) -> None:
+            seen.append(internals.only_testcase_atomic_blocks(connections["default"]))
+            with transaction.atomic():
+                seen.append(
+                    internals.only_testcase_atomic_blocks(connections["default"])
+                )
+
+    Probe.__test__ = False
+    import unittest
+
+    result = unittest.TestResult()
+    with django_db_blocker.unblock():
+        unittest.defaultTestLoader.loadTestsFromTestCase(Probe).run(result)
+    assert result.wasSuccessful(), result.errors
+    assert seen == [True, False]
+
+
+def test_close_in_memory_database_handle_closes_what_close_refuses(
+    django_db_blocker,
+):
+    from django.db.utils import ConnectionHandler
+
+    handler = ConnectionHandler(
+        {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    )
+    connection = handler["default"]
+    with django_db_blocker.unblock():
+        connection.ensure_connection()
+    connection.close()  # ignored: closing would destroy the database
+    refused = internals.is_connected(connection)
+    internals.close_in_memory_database_handle(connection)
+    assert (refused, internals.is_connected(connection)) == (True, False)

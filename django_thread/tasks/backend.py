@@ -10,6 +10,7 @@ from typing import Any
 from django.core import checks
 from django.db import transaction
 
+from django_thread import sharing
 from django_thread.internals import new_task_result
 from django_thread.lifecycle import atomic_block_open
 from django_thread.tasks.compat import (
@@ -98,8 +99,13 @@ class ThreadPoolBackend(BaseTaskBackend):
         database = pool.options.database
         # atomic_block_open(), not on_commit() alone: outside a transaction
         # on_commit() would open a connection in the caller just to learn
-        # that it is in autocommit mode.
-        if pool.options.enqueue_on_commit and atomic_block_open(database):
+        # that it is in autocommit mode. In a test that shares its
+        # connections, the TestCase's own transaction counts as autocommit.
+        if (
+            pool.options.enqueue_on_commit
+            and atomic_block_open(database)
+            and not sharing.only_test_transaction_open(database)
+        ):
             # The pool is looked up at commit time, in case TASKS changed.
             # robust: the caller's data is committed by then, so a failure is
             # logged (by Django) rather than raised past their other hooks.

@@ -1,0 +1,145 @@
+"""Testing code that hands work to threads: one line per test, one per runner.
+
+``share_test_connections`` makes the units of work that start while it is in
+effect run on the test's own connections (see :mod:`django_thread.sharing`
+for how, and what it costs), so that inside ``TestCase`` they see the rows
+the test created and their writes roll back with it::
+
+    from django_thread.testing import share_test_connections
+
+    class ReportTests(TestCase):
+        @share_test_connections
+        def test_report_counts_orders(self):
+            ...
+
+It also decorates a whole ``TestCase`` class, and works as a context
+manager. pytest-django users request the ``share_test_connections`` fixture
+of :mod:`django_thread.pytest_plugin`, which pytest loads by itself.
+
+:class:`DiscoverRunner` (or :class:`ReleaseConnectionsMixin` on a runner of
+your own) makes every idle django_thread worker close its connections before
+the test databases are destroyed: a module-level pool that ran a query would
+otherwise keep a connection open, and PostgreSQL refuses to drop a database
+"being accessed by other users". The pytest plugin does the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar, cast, overload
+
+from django.test.runner import DiscoverRunner as DjangoDiscoverRunner
+
+from django_thread import registry, sharing
+
+__all__ = [
+    "DiscoverRunner",
+    "ReleaseConnectionsMixin",
+    "release_worker_connections",
+    "share_test_connections",
+]
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class _SharedTestConnections:
+    """The scope of :func:`share_test_connections`."""
+
+    def __enter__(self) -> _SharedTestConnections:
+        sharing.lend()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        sharing.end_lending()
+
+    def __call__(self, decorated: T) -> T:
+        if isinstance(decorated, type):
+            return cast(T, self._decorate_test_case(decorated))
+        if inspect.iscoroutinefunction(decorated):
+            # Django runs an async test in an event loop thread, and its ORM
+            # calls in the test's thread: a wrapper could lend neither.
+            raise TypeError(
+                "share_test_connections does not support async tests: "
+                f"{decorated.__qualname__} is a coroutine function."
+            )
+
+        @functools.wraps(decorated)
+        def shared(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return decorated(*args, **kwargs)
+
+        return cast(T, shared)
+
+    @staticmethod
+    def _decorate_test_case(cls: Any) -> Any:
+        """Share for each test of the class, from ``setUp()`` to its cleanups.
+
+        Cleanups run before ``TestCase`` rolls its transaction back, so units
+        still running finish on the test's connections first.
+        """
+        import unittest
+
+        if not issubclass(cls, unittest.TestCase):
+            raise TypeError(
+                f"share_test_connections can decorate a TestCase class, a test "
+                f"method or a function, not {cls!r}."
+            )
+        set_up = cls.setUp
+
+        @functools.wraps(set_up)
+        def setUp(self: Any) -> None:
+            scope = _SharedTestConnections()
+            scope.__enter__()
+            self.addCleanup(scope.__exit__, None, None, None)
+            set_up(self)
+
+        cls.setUp = setUp
+        return cls
+
+
+@overload
+def share_test_connections(test: None = None) -> _SharedTestConnections: ...
+@overload
+def share_test_connections(test: T) -> T: ...
+def share_test_connections(test: Any = None) -> Any:
+    """Run django_thread's units on this test's connections, in its transaction.
+
+    A decorator for a test method, a ``TestCase`` class or a function, with or
+    without parentheses, and a context manager (``with
+    share_test_connections():``). Inside it, work run by django_thread
+    (executor jobs, ``Thread`` and ``Timer`` bodies, ``unit_of_work``
+    blocks, Tasks-backend tasks) sees the test's uncommitted rows, its writes
+    roll back with the test, and SQLite's in-memory test database works.
+    Units use the database one at a time; use it in the test's own thread.
+    """
+    scope = _SharedTestConnections()
+    return scope if test is None else scope(test)
+
+
+def release_worker_connections() -> None:
+    """Make every idle django_thread worker close its connections now.
+
+    For test runners, before they destroy the test databases; new work
+    starts new workers.
+    """
+    registry.release_connections()
+
+
+class ReleaseConnectionsMixin:
+    """A test runner mixin: workers close their connections before teardown."""
+
+    def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
+        release_worker_connections()
+        super().teardown_databases(old_config, **kwargs)  # type: ignore[misc]
+
+
+class DiscoverRunner(ReleaseConnectionsMixin, DjangoDiscoverRunner):
+    """Django's runner: ``TEST_RUNNER = "django_thread.testing.DiscoverRunner"``."""

@@ -1,0 +1,114 @@
+"""Testing support in a fresh interpreter, under pytest-django and ``manage.py test``.
+
+``tests/projects`` is a project whose tests use a module-level pool and the
+Tasks backend, run on SQLite's in-memory test database and on PostgreSQL.
+On PostgreSQL its workers keep their connections (``CONN_MAX_AGE``), so the
+test database can only be dropped once they released them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from tests import settings as test_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = "tests/projects/suite.py"
+REFUSED = "is being accessed by other users"
+
+_databases = itertools.count()
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+
+
+def run_project(database: str, *command: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PROJECT_DATABASE": database,
+        "PROJECT_TEST_DATABASE": f"test_django_thread_project_{os.getpid()}_"
+        f"{next(_databases)}",
+    }
+    try:
+        return subprocess.run(
+            [sys.executable, *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        if database != "memory":
+            # A run that failed to tear down leaves its database behind.
+            with connections["postgres"].cursor() as cursor:
+                cursor.execute(
+                    f'DROP DATABASE IF EXISTS "{env["PROJECT_TEST_DATABASE"]}"'
+                )
+
+
+def pytest_command(*extra: str) -> list[str]:
+    return [
+        "-m",
+        "pytest",
+        "--ds",
+        "tests.projects.settings",
+        "--noconftest",
+        "-q",
+        *extra,
+        SUITE,
+    ]
+
+
+MANAGE_PY_TEST = [
+    "-m",
+    "django",
+    "test",
+    "tests.projects.suite",
+    "--settings",
+    "tests.projects.settings",
+]
+
+
+@pytest.fixture(params=["memory", "postgresql"])
+def database(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory"
+    if not test_settings.POSTGRES_URL:
+        pytest.skip("needs DJANGO_THREAD_TEST_POSTGRES, a server both processes see")
+    return test_settings.POSTGRES_URL
+
+
+def test_pytest_session_passes_and_tears_down_cleanly(database):
+    result = run_project(database, *pytest_command())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "4 passed" in output, output
+    assert REFUSED not in output
+    assert "warning" not in output, output
+
+
+def test_manage_py_test_passes_and_tears_down_cleanly(database):
+    result = run_project(database, *MANAGE_PY_TEST)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Ran 2 tests" in output and "\nOK" in output, output
+    assert REFUSED not in output
+
+
+def test_without_the_release_postgresql_refuses_to_drop_the_test_database():
+    # The failure the plugin prevents: the pools' idle workers still hold
+    # their connections when pytest-django drops the database.
+    if not test_settings.POSTGRES_URL:
+        pytest.skip("needs DJANGO_THREAD_TEST_POSTGRES, a server both processes see")
+    result = run_project(
+        test_settings.POSTGRES_URL,
+        *pytest_command("-p", "no:django_thread", "-k", "PoolsHold"),
+    )
+    assert REFUSED in result.stdout + result.stderr
