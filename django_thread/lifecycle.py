@@ -36,6 +36,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connections, reset_queries
 from django.db.transaction import TransactionManagementError
+from django.dispatch import Signal
 
 from django_thread import forking, sharing
 from django_thread.internals import (
@@ -348,6 +349,32 @@ def _put_back(lent: list[BaseDatabaseWrapper]) -> None:
         lend_connection(connection.alias, connection)
 
 
+def _djangos_housekeeping(
+    signal: Signal,
+    about: str,
+    sender: Any,
+    send_signals: bool,
+    *cleanups: Callable[[], object],
+) -> None:
+    """Django's receivers of a request signal, or, with signals off, its cleanups.
+
+    ``cleanups`` are what Django's own receivers of ``signal`` do, called
+    directly when ``DJANGO_THREAD_SEND_SIGNALS`` is off. Either way, the
+    connections another thread lent this one are out of their sight (see
+    :func:`_hide`).
+    """
+    lent = _lent_here()
+    _hide(lent)
+    try:
+        if send_signals:
+            send_robustly(signal, sender, about)
+        else:
+            for cleanup in cleanups:
+                _run_direct_cleanup(cleanup)
+    finally:
+        _put_back(lent)
+
+
 def start_unit(sender: Any, send_signals: bool | None = None) -> None:
     """What Django does when a request arrives, in this thread.
 
@@ -356,16 +383,14 @@ def start_unit(sender: Any, send_signals: bool | None = None) -> None:
     """
     if send_signals is None:
         send_signals = _send_signals()
-    lent = _lent_here()
-    _hide(lent)
-    try:
-        if send_signals:
-            send_robustly(request_started, sender, "request_started")
-        else:
-            _run_direct_cleanup(reset_queries)
-            _run_direct_cleanup(close_old_connections)
-    finally:
-        _put_back(lent)
+    _djangos_housekeeping(
+        request_started,
+        "request_started",
+        sender,
+        send_signals,
+        reset_queries,
+        close_old_connections,
+    )
     sharing.borrow()
 
 
@@ -383,16 +408,14 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
             sender,
             ", ".join(repr(alias) for alias in leaked),
         )
-    lent = _lent_here()
-    _hide(lent)
-    try:
-        if send_signals:
-            send_robustly(request_finished, sender, "request_finished")
-        else:
-            _run_direct_cleanup(close_old_connections)
-            _run_direct_cleanup(close_caches)
-    finally:
-        _put_back(lent)
+    _djangos_housekeeping(
+        request_finished,
+        "request_finished",
+        sender,
+        send_signals,
+        close_old_connections,
+        close_caches,
+    )
     if failed:
         from django_thread.conf import settings
 

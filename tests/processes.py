@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from django.db import connections
 
 
@@ -17,3 +21,19 @@ def database_url(alias: str) -> str:
     if host.startswith("/"):
         return f"{scheme}://{params['USER']}{password}@/{params['NAME']}?host={host}"
     return f"{scheme}://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+
+
+def run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter; it configures Django itself.
+
+    The test run's ``DJANGO_SETTINGS_MODULE`` is left out of its environment,
+    so that the script's own choice of settings is the one that counts.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

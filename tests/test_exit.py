@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from tests.helpers import REPO_ROOT
+from tests.processes import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -64,14 +62,7 @@ def test_live_executor_is_shut_down_at_exit(tmp_path, cancel):
     script = SCRIPT.format(
         root=str(REPO_ROOT), db=str(tmp_path / "exit.sqlite3"), cancel=cancel
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     ran = [line for line in result.stdout.splitlines() if line.startswith("ran")]
     if cancel:
@@ -116,14 +107,7 @@ def test_pending_work_still_runs_at_exit_when_nobody_waits_for_it(tmp_path, how)
     """The stdlib's promise: pending futures finish before the interpreter exits."""
     db = tmp_path / "unwaited.sqlite3"
     script = UNWAITED.format(root=str(REPO_ROOT), db=str(db), how=how)
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["exiting"]
     with contextlib.closing(sqlite3.connect(db)) as connection:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 from typing import Any
@@ -21,7 +19,7 @@ from django.db import connections
 
 from testproject.jobs.models import Record
 from tests.helpers import REPO_ROOT, server_connection_count, wait_for
-from tests.processes import database_url
+from tests.processes import database_url, run_python
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
 
@@ -42,14 +40,7 @@ def run_script(alias: str, body: str) -> dict[str, Any]:
             print(json.dumps(values))
         """
     ).format(root=str(REPO_ROOT), url=database_url(alias)) + textwrap.dedent(body)
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     reports: dict[str, Any] = {}
     for line in result.stdout.splitlines():

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -16,6 +13,7 @@ from django.test import override_settings
 from django_thread import Thread, Timer
 from django_thread.checks import check_settings
 from tests.helpers import REPO_ROOT
+from tests.processes import run_python
 
 
 @pytest.mark.parametrize("value", [-1, "5", True, None, float("inf"), float("nan")])
@@ -130,14 +128,7 @@ def test_running_threads_are_stopped_and_joined_at_exit(tmp_path, stubborn):
     script = EXIT_SCRIPT.format(
         root=str(REPO_ROOT), db=str(tmp_path / "stop.sqlite3"), stubborn=stubborn
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines.count("polled") == 1
@@ -174,14 +165,7 @@ def test_pending_timer_still_fires_at_exit_as_threading_timer_does(tmp_path):
         Timer(0.2, fire).start()  # not a daemon: exit waits for it
         """
     ).format(root=str(REPO_ROOT), db=str(tmp_path / "timer.sqlite3"))
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["fired 1"]
     assert "did not stop" not in result.stderr
