@@ -1,0 +1,474 @@
+"""README.rst's examples, run as written against testproject.
+
+Every literal block of README.rst names its language. Each Python block
+either runs here, through the check below that recognises it by a line of its
+own and asserts what it did (rows written, a thread stopped, a task's
+result), or is listed in ``NOT_RUN`` with the reason it cannot run here.
+Settings blocks (nothing but ``UPPER_CASE = ...``) are put together into one
+project's settings, as a user following the README would, and that project
+must pass ``manage.py check``. Every other block is listed in ``NOT_RUN``
+with its reason. A block that matches no entry, an entry that matches no
+block, or a literal block without a language fails the suite, so that the
+docs cannot drift from the code again.
+
+Blocks run in a module of their own (``README.rst:LINE`` in tracebacks), so
+that a task they define is module-level, as the Tasks framework requires.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import django
+import pytest
+from django.core import mail
+from django.db import connections
+from django.test import RequestFactory, override_settings
+
+from testproject.jobs.models import Record
+from tests.helpers import REPO_ROOT, database_settings, wait_for
+
+README = REPO_ROOT / "README.rst"
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # of the first line of code, 1-based
+    language: str  # "" for a bare ``::`` literal block
+    section: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"README.rst:{self.line} ({self.language or '::'}, {self.section})"
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _is_underline(line: str, title: str) -> bool:
+    stripped = line.strip()
+    return (
+        bool(title.strip())
+        and len(set(stripped)) == 1
+        and stripped[0] in "=-~^"
+        and len(stripped) >= len(title.strip())
+    )
+
+
+def literal_blocks(text: str) -> list[Block]:
+    """Every ``.. code-block::`` and ``::`` literal block, in order."""
+    lines = text.splitlines()
+    blocks = []
+    section = ""
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if i + 1 < len(lines) and not line.startswith(" "):
+            if _is_underline(lines[i + 1], line):
+                section = line.strip()
+        directive = re.match(r"\s*\.\. code-block::\s*(\S*)", line)
+        if directive:
+            language = directive[1] or "?"
+        elif line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
+            language = ""
+        else:
+            i += 1
+            continue
+        start = i + 1
+        body = []
+        while start + len(body) < len(lines):
+            candidate = lines[start + len(body)]
+            if candidate.strip() and _indent(candidate) <= _indent(line):
+                break
+            body.append(candidate)
+        first = start + next(n for n, text in enumerate(body) if text.strip())
+        blocks.append(
+            Block(
+                first + 1, language, section, textwrap.dedent("\n".join(body)).strip()
+            )
+        )
+        i = start + len(body)
+    return blocks
+
+
+BLOCKS = literal_blocks(README.read_text())
+
+
+def is_settings(block: Block) -> bool:
+    """Nothing but assignments to UPPER_CASE names: a settings.py excerpt."""
+    return all(
+        isinstance(node, ast.Assign)
+        and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
+        for node in ast.parse(block.code).body
+    )
+
+
+PYTHON = [b for b in BLOCKS if b.language == "python"]
+SETTINGS = [b for b in PYTHON if is_settings(b)]
+
+DEMO_COMMAND = (
+    "python -m venv .venv && .venv/bin/python -m pip install -e . && "
+    ".venv/bin/python testproject/manage.py demo"
+)
+DEVELOPMENT_COMMAND = (
+    'python -m venv .venv && .venv/bin/python -m pip install -e ".[test]" && '
+    ".venv/bin/python -m pytest"
+)
+
+#: Blocks that cannot run here, each recognised by a whole line of it: why.
+NOT_RUN = {
+    ("sh", DEMO_COMMAND): "shell; tests/test_demo.py runs the demo",
+    ("text", "The same jobs, run three ways, on SQLite, testproject/demo.sqlite3:"): (
+        "the demo's output; tests/test_demo.py compares its tables with it"
+    ),
+    (
+        "text",
+        "jobs that failed, of 6, CONN_MAX_AGE=600       6       2              2",
+    ): ("the demo's output on PostgreSQL; tests/test_demo.py compares it"),
+    ("sh", "python -m pip install django-thread"): "shell: installs the package",
+    ("python", "from celery.signals import worker_process_shutdown"): (
+        "needs Celery, which is not a test dependency; the call it makes, "
+        "registry.shutdown_all(), is the exit hook that tests/test_exit.py runs"
+    ),
+    ("sh", "python -m pip install django-thread[tasks]"): (
+        "shell: installs the package with the backport"
+    ),
+    ("diff", '+        "BACKEND": "django_tasks_db.backend.DatabaseBackend",'): (
+        "a diff of settings; tests/tasks/test_parity.py runs that backend"
+    ),
+    (
+        "sh",
+        "python -m benchmarks --quick                      # SQLite only, short rounds",
+    ): ("shell: minutes of benchmarks"),
+    ("sh", DEVELOPMENT_COMMAND): "shell: runs this suite",
+}
+
+
+def not_run_entry(block: Block) -> tuple[str, str] | None:
+    keys = [
+        key for key in NOT_RUN if key[0] == block.language and has_line(block, key[1])
+    ]
+    assert len(keys) <= 1, f"{block} matches several NOT_RUN entries: {keys}"
+    return keys[0] if keys else None
+
+
+def has_line(block: Block, line: str) -> bool:
+    return line in (text.strip() for text in block.code.splitlines())
+
+
+# The checks of the Python blocks that run, by a whole line of the block.
+CHECKS: dict[str, Callable[..., None]] = {}
+
+
+def checks(marker: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    def register(check: Callable[..., None]) -> Callable[..., None]:
+        CHECKS[marker] = check
+        return check
+
+    return register
+
+
+def check_for(block: Block) -> Callable[..., None] | None:
+    found = [check for marker, check in CHECKS.items() if has_line(block, marker)]
+    assert len(found) <= 1, f"{block} matches several checks"
+    return found[0] if found else None
+
+
+def source_for_this_django(code: str) -> str:
+    """The README shows Django 6's import; Django 5.2 has it from the backport.
+
+    README.rst says so next to the import (``# Django 5.2: from django_tasks
+    import task``); this is the only rewriting a block gets.
+    """
+    if django.VERSION >= (6, 0):
+        return code
+    return code.replace("from django.tasks import", "from django_tasks import")
+
+
+@pytest.fixture
+def run_block() -> Iterator[Callable[[Block], dict[str, Any]]]:
+    """Exec a block in a fresh module; its line numbers are README.rst's."""
+    names = []
+
+    def run(block: Block) -> dict[str, Any]:
+        name = f"readme_line_{block.line}"
+        module = types.ModuleType(name)
+        sys.modules[name] = module
+        names.append(name)
+        source = "\n" * (block.line - 1) + source_for_this_django(block.code)
+        exec(compile(source, str(README), "exec"), module.__dict__)
+        return module.__dict__
+
+    yield run
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def only(marker: str) -> Block:
+    [block] = [b for b in PYTHON if has_line(b, marker)]
+    return block
+
+
+@contextlib.contextmanager
+def readme_tasks_setting(run_block: Callable[[Block], dict[str, Any]]) -> Iterator:
+    """TASKS as README.rst's Tasks backend section sets it."""
+    tasks = run_block(only('"BACKEND": "django_thread.tasks.ThreadPoolBackend",'))
+    with override_settings(TASKS=tasks["TASKS"]):
+        yield
+
+
+@contextlib.contextmanager
+def readme_sqlite_options(run_block: Callable[[Block], dict[str, Any]]) -> Iterator:
+    """The test database, with the OPTIONS of README.rst's "SQLite and threads".
+
+    The README gives them to every SQLite database that threads write to, and
+    its examples need them: the executor's four workers run
+    ``update_or_create()`` at once, which fails with *database is locked* in
+    SQLite's default transaction mode.
+    """
+    databases = run_block(only('"transaction_mode": "IMMEDIATE",'))["DATABASES"]
+    with database_settings("default", OPTIONS=databases["default"]["OPTIONS"]):
+        yield
+    # journal_mode=WAL is stored in the file: leave it as the other tests had it.
+    with connections["default"].cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode=DELETE")
+    connections["default"].close()
+
+
+def finished(result: Any) -> Any:
+    def done() -> bool:
+        result.refresh()
+        return result.is_finished
+
+    wait_for(done, f"task {result.task.name} to finish", timeout=10)
+    return result
+
+
+# -- The checks, in README order. -------------------------------------------
+
+
+@checks("class ReportThread(Thread):")
+def check_report_thread(run_block, block, opened_connections):
+    Record.objects.create(name="unreported", value=0)
+    Record.objects.create(name="done", value=7)
+    namespace = run_block(block)
+    assert not namespace["thread"].is_alive()
+    assert dict(Record.objects.values_list("name", "value")) == {
+        "unreported": len("unreported"),
+        "done": 7,
+    }
+    assert opened_connections.opened("default") == 1
+    assert opened_connections.still_open() == 0
+
+
+@checks("def update_or_create_record(name):")
+def check_executor(run_block, block, opened_connections):
+    Record.objects.create(name="Name 0")
+    namespace = run_block(block)
+    assert sorted(namespace["ids"]) == sorted(
+        Record.objects.values_list("id", flat=True)
+    )
+    assert set(Record.objects.values_list("name", flat=True)) == {
+        f"Name {i}" for i in range(5)
+    }
+    assert opened_connections.opened("default") >= 1
+    assert opened_connections.still_open() == 0
+
+
+@checks("class Poller(Thread):")
+def check_poller(run_block, block, opened_connections):
+    namespace = run_block(block)
+    assert not namespace["poller"].is_alive()
+    assert namespace["poller"].stopping.is_set()
+
+    # The block stops its poller at once, maybe before the first batch; so
+    # run one more until it has done a batch, to see the loop do its work.
+    Record.objects.create(name="new", value=0)
+    poller = namespace["Poller"]()
+    poller.start()
+    wait_for(lambda: Record.objects.filter(value=1).exists(), "a batch")
+    poller.stop()
+    poller.join(timeout=10)
+    assert not poller.is_alive()
+    assert opened_connections.still_open() == 0
+
+    # handle() is one unit of work in whatever thread calls it: its
+    # connection is closed as it returns (CONN_MAX_AGE is 0).
+    consumer = threading.Thread(target=namespace["handle"], args=("message 1",))
+    consumer.start()
+    consumer.join()
+    assert Record.objects.filter(name="message 1").exists()
+    assert opened_connections.still_open() == 0
+
+
+@checks("def pre_fork(server, worker):")
+def check_gunicorn_pre_fork(run_block, block):
+    namespace = run_block(block)
+    connection = connections["default"]
+    connection.ensure_connection()
+    namespace["pre_fork"](server=None, worker=None)
+    assert connection.connection is None
+
+
+@checks("def send_welcome(user_id):")
+def check_send_welcome(run_block, block):
+    with readme_tasks_setting(run_block):
+        namespace = run_block(block)
+        request = RequestFactory().post(
+            "/signup/", {"username": "ada", "email": "ada@example.com"}
+        )
+        response = namespace["signup"](request)
+        task_id = json.loads(response.content)["task"]
+        result = finished(namespace["send_welcome"].get_result(task_id))
+    assert result.status == "SUCCESSFUL", result.errors
+    assert result.task.queue_name == "emails"
+    [message] = mail.outbox
+    assert (message.subject, message.to) == ("Welcome", ["ada@example.com"])
+    assert message.body == "Hello ada!"
+
+
+# -- The tests. ---------------------------------------------------------------
+
+
+def test_every_literal_block_names_its_language():
+    bare = [str(b) for b in BLOCKS if not b.language]
+    assert not bare, (
+        f"{bare}: use '.. code-block:: python' (then tests/test_readme.py runs "
+        "it), or sh, text, ..."
+    )
+
+
+def test_every_block_is_run_or_listed_with_a_reason():
+    unaccounted = [
+        str(b)
+        for b in BLOCKS
+        if not not_run_entry(b)
+        and not (b.language == "python" and (is_settings(b) or check_for(b)))
+    ]
+    assert not unaccounted, (
+        f"{unaccounted}: give each a check in tests/test_readme.py, or list it "
+        "in NOT_RUN with the reason it cannot run"
+    )
+    stale = [key for key in NOT_RUN if not any(not_run_entry(b) == key for b in BLOCKS)]
+    stale += [m for m in CHECKS if not any(has_line(b, m) for b in PYTHON)]
+    assert not stale, f"{stale} match no block of README.rst any more"
+
+
+def test_python_blocks_that_do_not_run_are_valid_python():
+    listed = [b for b in PYTHON if not_run_entry(b)]
+    assert listed  # the Celery receiver at least
+    for block in listed:
+        compile(block.code, str(block), "exec")
+
+
+# Workers use the database outside any test-wide transaction.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "block", [b for b in PYTHON if check_for(b) and not not_run_entry(b)], ids=str
+)
+def test_readme_python_block_runs(request, run_block, block):
+    check = check_for(block)
+    arguments = {"run_block": run_block, "block": block}
+    for name in list(check.__code__.co_varnames[: check.__code__.co_argcount]):
+        if name not in arguments:
+            arguments[name] = request.getfixturevalue(name)
+    with readme_sqlite_options(run_block):
+        check(**arguments)
+
+
+def project_settings_from_readme(run_block: Callable[[Block], dict[str, Any]]) -> str:
+    """A settings module: testproject's, then each settings block in turn.
+
+    ``INSTALLED_APPS`` in a block lists what to add (``...`` and ``# ...``
+    stand for the project's own apps), so it is merged into the project's.
+    """
+    from testproject import settings as project
+
+    values: dict[str, Any] = {}
+    apps = list(project.INSTALLED_APPS)
+    for block in SETTINGS:
+        for name, value in run_block(block).items():
+            if name.startswith("__"):
+                continue
+            if name == "INSTALLED_APPS":
+                for app in value:
+                    # README.rst marks the backport "Django 5.2 only".
+                    skip = app == "django_tasks" and django.VERSION >= (6, 0)
+                    if app is not Ellipsis and app not in apps and not skip:
+                        apps.insert(apps.index("django_thread"), app)
+            else:
+                values[name] = value
+    lines = ["from testproject.settings import *  # noqa", f"INSTALLED_APPS = {apps!r}"]
+    lines += [f"{name} = {value!r}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+CHECK_THE_PROJECT = """
+import django
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import get_runner
+from django.conf import settings
+
+django.setup()
+call_command("check", fail_level="WARNING", databases=["default"])
+try:
+    from django.tasks import task_backends
+except ImportError:
+    from django_tasks import task_backends
+backend = task_backends["default"]
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    journal_mode = cursor.fetchone()[0]
+print(json.dumps({
+    "backend": type(backend).__name__,
+    "backend_messages": [m.id for m in backend.check()],
+    "journal_mode": journal_mode,
+    "transaction_mode": connection.transaction_mode,
+    "test_runner": get_runner(settings).__module__,
+}))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
+    """A project configured as README.rst says passes its checks, warnings too."""
+    names = {
+        node.targets[0].id for block in SETTINGS for node in ast.parse(block.code).body
+    }
+    assert {"INSTALLED_APPS", "DATABASES", "TASKS"} <= names
+    (tmp_path / "readme_settings.py").write_text(
+        project_settings_from_readme(run_block)
+    )
+    checked = subprocess.run(
+        [sys.executable, "-c", "import json\n" + CHECK_THE_PROJECT],
+        cwd=tmp_path,  # DATABASES names a relative db.sqlite3
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
+            "DJANGO_SETTINGS_MODULE": "readme_settings",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "System check identified no issues" in checked.stdout
+    found = json.loads(checked.stdout.splitlines()[-1])
+    assert found["backend"] == "ThreadPoolBackend"
+    assert found["backend_messages"] == []  # no W101: IMMEDIATE, a timeout
+    assert found["journal_mode"] == "wal"
+    assert found["transaction_mode"] == "IMMEDIATE"
