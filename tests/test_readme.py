@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import faulthandler
 import json
 import os
 import re
@@ -41,6 +42,8 @@ from testproject.jobs.models import Record
 from tests.helpers import REPO_ROOT, database_settings, wait_for
 
 README = REPO_ROOT / "README.rst"
+#: Seconds after which a block that still runs ends the test process.
+HANG_TIMEOUT = 60
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,32 @@ def readme_sqlite_options(run_block: Callable[[Block], dict[str, Any]]) -> Itera
     connections["default"].close()
 
 
+@contextlib.contextmanager
+def hang_guard(config: pytest.Config) -> Iterator[None]:
+    """End the run, with every thread's stack, if a block never returns.
+
+    A broken example hangs rather than fails (a loop that ignores ``stop()``
+    keeps ``join()`` waiting). Output capture is suspended for the dump, as
+    pytest's own debugging plugins do, or it would never be seen.
+    """
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def dump_and_exit() -> None:
+        with capture.global_and_fixture_disabled():
+            print(f"\nA README.rst block still runs after {HANG_TIMEOUT} s:")
+            faulthandler.dump_traceback(file=sys.stdout, all_threads=True)
+            sys.stdout.flush()
+        os._exit(1)
+
+    watchdog = threading.Timer(HANG_TIMEOUT, dump_and_exit)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+
+
 def finished(result: Any) -> Any:
     def done() -> bool:
         result.refresh()
@@ -385,7 +414,7 @@ def test_readme_python_block_runs(request, run_block, block):
     for name in list(check.__code__.co_varnames[: check.__code__.co_argcount]):
         if name not in arguments:
             arguments[name] = request.getfixturevalue(name)
-    with readme_sqlite_options(run_block):
+    with hang_guard(request.config), readme_sqlite_options(run_block):
         check(**arguments)
 
 
