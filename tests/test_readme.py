@@ -174,11 +174,20 @@ def has_line(block: Block, line: str) -> bool:
 
 # The checks of the Python blocks that run, by a whole line of the block.
 CHECKS: dict[str, Callable[..., None]] = {}
+#: How each check gets its database: transactional, since the examples'
+#: workers use the database outside any test-wide transaction, unless the
+#: block itself is a test in the test's transaction.
+TRANSACTIONAL: dict[Callable[..., None], bool] = {}
 
 
-def checks(marker: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def checks(
+    marker: str, transaction: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a check, run with ``(run_block, block, *fixtures)``."""
+
     def register(check: Callable[..., None]) -> Callable[..., None]:
         CHECKS[marker] = check
+        TRANSACTIONAL[check] = transaction
         return check
 
     return register
@@ -202,15 +211,21 @@ def source_for_this_django(code: str) -> str:
 
 
 @pytest.fixture
-def run_block() -> Iterator[Callable[[Block], dict[str, Any]]]:
-    """Exec a block in a fresh module; its line numbers are README.rst's."""
+def run_block() -> Iterator[Callable[..., dict[str, Any]]]:
+    """Exec a block in a fresh module; its line numbers are README.rst's.
+
+    ``into``: the namespace of an earlier block that this one continues.
+    """
     names = []
 
-    def run(block: Block) -> dict[str, Any]:
-        name = f"readme_line_{block.line}"
-        module = types.ModuleType(name)
-        sys.modules[name] = module
-        names.append(name)
+    def run(block: Block, into: dict[str, Any] | None = None) -> dict[str, Any]:
+        if into is not None:
+            module = sys.modules[into["__name__"]]
+        else:
+            name = f"readme_line_{block.line}"
+            module = types.ModuleType(name)
+            sys.modules[name] = module
+            names.append(name)
         source = "\n" * (block.line - 1) + source_for_this_django(block.code)
         exec(compile(source, str(README), "exec"), module.__dict__)
         return module.__dict__
@@ -404,9 +419,17 @@ def test_python_blocks_that_do_not_run_are_valid_python():
 
 
 # Workers use the database outside any test-wide transaction.
-@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    "block", [b for b in PYTHON if check_for(b) and not not_run_entry(b)], ids=str
+    "block",
+    [
+        pytest.param(
+            block,
+            marks=pytest.mark.django_db(transaction=TRANSACTIONAL[check_for(block)]),
+            id=str(block),
+        )
+        for block in PYTHON
+        if check_for(block) and not not_run_entry(block)
+    ],
 )
 def test_readme_python_block_runs(request, run_block, block):
     check = check_for(block)
@@ -414,11 +437,16 @@ def test_readme_python_block_runs(request, run_block, block):
     for name in list(check.__code__.co_varnames[: check.__code__.co_argcount]):
         if name not in arguments:
             arguments[name] = request.getfixturevalue(name)
-    with hang_guard(request.config), readme_sqlite_options(run_block):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(hang_guard(request.config))
+        if TRANSACTIONAL[check]:  # else the test's transaction holds the connection
+            stack.enter_context(readme_sqlite_options(run_block))
         check(**arguments)
 
 
-def project_settings_from_readme(run_block: Callable[[Block], dict[str, Any]]) -> str:
+def project_settings_from_readme(
+    run_block: Callable[[Block], dict[str, Any]],
+) -> tuple[str, dict[str, Any]]:
     """A settings module: testproject's, then each settings block in turn.
 
     ``INSTALLED_APPS`` in a block lists what to add (``...`` and ``# ...``
@@ -442,10 +470,12 @@ def project_settings_from_readme(run_block: Callable[[Block], dict[str, Any]]) -
                 values[name] = value
     lines = ["from testproject.settings import *  # noqa", f"INSTALLED_APPS = {apps!r}"]
     lines += [f"{name} = {value!r}" for name, value in values.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", values
 
 
 CHECK_THE_PROJECT = """
+import json
+
 import django
 from django.core.management import call_command
 from django.db import connection
@@ -467,7 +497,7 @@ print(json.dumps({
     "backend_messages": [m.id for m in backend.check()],
     "journal_mode": journal_mode,
     "transaction_mode": connection.transaction_mode,
-    "test_runner": get_runner(settings).__module__,
+    "test_runner": "{0.__module__}.{0.__qualname__}".format(get_runner(settings)),
 }))
 """
 
@@ -479,11 +509,10 @@ def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
         node.targets[0].id for block in SETTINGS for node in ast.parse(block.code).body
     }
     assert {"INSTALLED_APPS", "DATABASES", "TASKS"} <= names
-    (tmp_path / "readme_settings.py").write_text(
-        project_settings_from_readme(run_block)
-    )
+    module, values = project_settings_from_readme(run_block)
+    (tmp_path / "readme_settings.py").write_text(module)
     checked = subprocess.run(
-        [sys.executable, "-c", "import json\n" + CHECK_THE_PROJECT],
+        [sys.executable, "-c", CHECK_THE_PROJECT],
         cwd=tmp_path,  # DATABASES names a relative db.sqlite3
         env={
             **os.environ,
@@ -501,3 +530,6 @@ def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
     assert found["backend_messages"] == []  # no W101: IMMEDIATE, a timeout
     assert found["journal_mode"] == "wal"
     assert found["transaction_mode"] == "IMMEDIATE"
+    assert found["test_runner"] == values.get(
+        "TEST_RUNNER", "django.test.runner.DiscoverRunner"
+    )
