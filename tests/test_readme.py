@@ -30,6 +30,7 @@ import threading
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 import django
@@ -37,6 +38,7 @@ import pytest
 from django.core import mail
 from django.db import connections
 from django.test import RequestFactory, override_settings
+from django.utils.module_loading import import_string
 
 from testproject.jobs.models import Record
 from tests.helpers import REPO_ROOT, database_settings, wait_for
@@ -100,7 +102,10 @@ def literal_blocks(text: str) -> list[Block]:
         first = start + next(n for n, text in enumerate(body) if text.strip())
         blocks.append(
             Block(
-                first + 1, language, section, textwrap.dedent("\n".join(body)).strip()
+                first + 1,
+                language,
+                section,
+                textwrap.dedent("\n".join(body)).strip("\n"),
             )
         )
         i = start + len(body)
@@ -150,7 +155,9 @@ NOT_RUN = {
         "shell: installs the package with the backport"
     ),
     ("diff", '+        "BACKEND": "django_tasks_db.backend.DatabaseBackend",'): (
-        "a diff of settings; tests/tasks/test_parity.py runs that backend"
+        "a diff of settings: test_the_move_to_django_tasks_db_starts_from_the_"
+        "readme_settings checks both sides; tests/tasks/test_parity.py runs "
+        "that backend"
     ),
     (
         "sh",
@@ -532,4 +539,24 @@ def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
     assert found["transaction_mode"] == "IMMEDIATE"
     assert found["test_runner"] == values.get(
         "TEST_RUNNER", "django.test.runner.DiscoverRunner"
+    )
+
+
+def test_the_move_to_django_tasks_db_starts_from_the_readme_settings(run_block):
+    """The diff's old side is the README's TASKS, and its new side loads."""
+    [diff] = [b for b in BLOCKS if b.language == "diff"]
+
+    def side(dropped: str) -> dict[str, Any]:
+        lines = [line[1:] for line in diff.code.splitlines() if line[:1] != dropped]
+        namespace: dict[str, Any] = {}
+        exec("\n".join(lines), namespace)
+        return namespace
+
+    before, after = side("+"), side("-")
+    readme = run_block(only('"BACKEND": "django_thread.tasks.ThreadPoolBackend",'))
+    assert before["TASKS"] == readme["TASKS"]
+    assert after["INSTALLED_APPS"][-1] == "django_tasks_db"
+    import_module("django_tasks_db")
+    assert import_string(after["TASKS"]["default"]["BACKEND"]).__name__ == (
+        "DatabaseBackend"
     )
