@@ -49,3 +49,8 @@ if importlib.util.find_spec("MySQLdb") is not None:
         OPTIONS={"charset": "utf8mb4"},
         TEST={"NAME": f"test_django_thread_{os.getpid()}"},
     )
+
+# README.rst's Tasks example sends mail (tests/test_readme.py). Django 6.1
+# warns that sending mail without MAILERS is deprecated; the test environment
+# swaps each mailer for the in-memory one. Earlier versions ignore the setting.
+MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

@@ -12,7 +12,10 @@ block, or a literal block without a language fails the suite, so that the
 docs cannot drift from the code again.
 
 Blocks run in a module of their own (``README.rst:LINE`` in tracebacks), so
-that a task they define is module-level, as the Tasks framework requires.
+that a task they define is module-level, as the Tasks framework requires, on
+real threads and the SQLite ``default`` alias of ``tests/settings.py``, with
+the ``OPTIONS`` that README.rst's "SQLite and threads" gives it. A block that
+never returns ends the run with every thread's stack rather than hanging it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import faulthandler
+import inspect
 import json
 import os
 import re
@@ -425,7 +429,6 @@ def test_python_blocks_that_do_not_run_are_valid_python():
         compile(block.code, str(block), "exec")
 
 
-# Workers use the database outside any test-wide transaction.
 @pytest.mark.parametrize(
     "block",
     [
@@ -440,15 +443,16 @@ def test_python_blocks_that_do_not_run_are_valid_python():
 )
 def test_readme_python_block_runs(request, run_block, block):
     check = check_for(block)
-    arguments = {"run_block": run_block, "block": block}
-    for name in list(check.__code__.co_varnames[: check.__code__.co_argcount]):
-        if name not in arguments:
-            arguments[name] = request.getfixturevalue(name)
+    arguments = {
+        name: request.getfixturevalue(name)
+        for name in inspect.signature(check).parameters
+        if name not in ("run_block", "block")
+    }
     with contextlib.ExitStack() as stack:
         stack.enter_context(hang_guard(request.config))
         if TRANSACTIONAL[check]:  # else the test's transaction holds the connection
             stack.enter_context(readme_sqlite_options(run_block))
-        check(**arguments)
+        check(run_block, block, **arguments)
 
 
 def project_settings_from_readme(
@@ -509,7 +513,6 @@ print(json.dumps({
 """
 
 
-@pytest.mark.django_db(transaction=True)
 def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
     """A project configured as README.rst says passes its checks, warnings too."""
     names = {
