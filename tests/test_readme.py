@@ -32,6 +32,7 @@ import sys
 import textwrap
 import threading
 import types
+import unittest
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import import_module
@@ -45,6 +46,7 @@ from django.test import RequestFactory, override_settings
 from django.utils.module_loading import import_string
 
 from testproject.jobs.models import Record
+from testproject.jobs.tasks import record
 from tests.helpers import REPO_ROOT, database_settings, wait_for
 
 README = REPO_ROOT / "README.rst"
@@ -393,6 +395,46 @@ def check_send_welcome(run_block, block):
     [message] = mail.outbox
     assert (message.subject, message.to) == ("Welcome", ["ada@example.com"])
     assert message.body == "Hello ada!"
+
+
+@checks("class BumpTests(TestCase):")
+def check_bump_test_case(run_block, block):
+    namespace = run_block(block)
+    result = unittest.TestResult()
+    try:
+        unittest.defaultTestLoader.loadTestsFromTestCase(namespace["BumpTests"]).run(
+            result
+        )
+    finally:
+        namespace["executor"].shutdown()
+    assert result.testsRun == 1
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert not Record.objects.exists()  # the job's write rolled back with it
+
+
+@checks("def test_bump(share_test_connections):", transaction=False)
+def check_pytest_bump(run_block, block, share_test_connections):
+    # It continues the TestCase example: the same executor, bump and Record.
+    namespace = run_block(only("class BumpTests(TestCase):"))
+    namespace = run_block(block, into=namespace)
+    test_bump = namespace["test_bump"]
+    try:
+        assert [mark.name for mark in test_bump.pytestmark] == ["django_db"]
+        # Called as pytest would: in this test's django_db transaction, with
+        # the plugin's fixture set up after it.
+        test_bump(share_test_connections)
+    finally:
+        namespace["executor"].shutdown()
+    assert Record.objects.get().value == 1
+
+
+@checks("def wait_for(result):")
+def check_wait_for_a_task(run_block, block):
+    namespace = run_block(block)
+    with readme_tasks_setting(run_block):
+        result = namespace["wait_for"](record.enqueue("waited for"))
+    assert result.status == "SUCCESSFUL", result.errors
+    assert Record.objects.get().name == "waited for"
 
 
 # -- The tests. ---------------------------------------------------------------
