@@ -117,3 +117,16 @@ def database_settings(alias: str, **overrides: Any) -> Iterator[None]:
     finally:
         connections[alias].close()
         settings_dict.update(saved)
+
+
+@contextlib.contextmanager
+def native_postgres_pool(max_size: int) -> Iterator[Any]:
+    """Django's native psycopg pool on the ``postgres`` alias; yields the pool."""
+    options = dict(connections.settings["postgres"].get("OPTIONS", {}))
+    options["pool"] = {"min_size": 1, "max_size": max_size, "timeout": 20}
+    with database_settings("postgres", CONN_MAX_AGE=0, OPTIONS=options):
+        try:
+            yield connections["postgres"].pool
+        finally:
+            connections["postgres"].close()  # back to the pool before closing it
+            connections["postgres"].close_pool()

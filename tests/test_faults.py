@@ -13,6 +13,7 @@ from testproject.jobs.models import Record
 from tests.helpers import (
     database_settings,
     kill_server_connections,
+    native_postgres_pool,
     server_connection_count,
     wait_for,
 )
@@ -91,14 +92,8 @@ def test_idle_timeout_on_the_server_does_not_fail_later_jobs(server_alias):
 def postgres_pool():
     """Django's native psycopg pool, smaller than the executor."""
     pytest.importorskip("psycopg_pool")
-    options = dict(connections.settings["postgres"].get("OPTIONS", {}))
-    options["pool"] = {"min_size": 1, "max_size": 2, "timeout": 20}
-    with database_settings("postgres", CONN_MAX_AGE=0, OPTIONS=options):
-        try:
-            yield connections["postgres"].pool
-        finally:
-            connections["postgres"].close()  # back to the pool before closing it
-            connections["postgres"].close_pool()
+    with native_postgres_pool(max_size=2) as pool:
+        yield pool
 
 
 @pytest.mark.django_db(transaction=True, databases=["postgres"])

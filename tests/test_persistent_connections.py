@@ -22,6 +22,7 @@ from testproject.jobs.models import Record
 from tests.helpers import (
     database_settings,
     kill_server_connections,
+    native_postgres_pool,
     server_connection_count,
     wait_for,
 )
@@ -154,14 +155,8 @@ def test_leaked_transaction_and_failing_units_get_fresh_connections(
 def postgres_pool():
     """Django's native psycopg pool on the ``postgres`` alias."""
     pytest.importorskip("psycopg_pool")
-    options = dict(connections.settings["postgres"].get("OPTIONS", {}))
-    options["pool"] = {"min_size": 1, "max_size": WORKERS, "timeout": 20}
-    with database_settings("postgres", CONN_MAX_AGE=0, OPTIONS=options):
-        try:
-            yield connections["postgres"].pool
-        finally:
-            connections["postgres"].close()  # back to the pool before closing it
-            connections["postgres"].close_pool()
+    with native_postgres_pool(max_size=WORKERS) as pool:
+        yield pool
 
 
 @pytest.mark.django_db(transaction=True, databases=["postgres"])
