@@ -40,6 +40,26 @@ def server_connection_count(alias: str) -> int:
         return cursor.fetchone()[0]
 
 
+def backend_id(alias: str, *, connect: bool = True) -> Any:
+    """The server's id for this thread's connection (a file handle for SQLite).
+
+    ``connect=False`` reports a closed SQLite connection as ``id(None)``
+    instead of opening a new one, whose id could repeat the old one's.
+    """
+    connection = connections[alias]
+    if connect:
+        connection.ensure_connection()
+    if connection.vendor == "sqlite":
+        return id(connection.connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_backend_pid()"
+            if connection.vendor == "postgresql"
+            else "SELECT CONNECTION_ID()"
+        )
+        return cursor.fetchone()[0]
+
+
 def kill_server_connections(alias: str) -> int:
     """Terminate, from the server side, every other connection to the test db."""
     connection = connections[alias]

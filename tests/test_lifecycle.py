@@ -14,7 +14,12 @@ from django.test import override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
 from testproject.jobs.models import Record
-from tests.helpers import database_settings, server_connection_count, wait_for
+from tests.helpers import (
+    backend_id,
+    database_settings,
+    server_connection_count,
+    wait_for,
+)
 
 
 @contextlib.contextmanager
@@ -24,21 +29,6 @@ def connected(signal, receiver):
         yield
     finally:
         signal.disconnect(receiver)
-
-
-def backend_id(alias):
-    """The server's id for this thread's connection (a file handle for SQLite)."""
-    connection = connections[alias]
-    connection.ensure_connection()
-    if connection.vendor == "sqlite":
-        return id(connection.connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_backend_pid()"
-            if connection.vendor == "postgresql"
-            else "SELECT CONNECTION_ID()"
-        )
-        return cursor.fetchone()[0]
 
 
 def test_signals_fire_in_the_worker_with_the_class_as_sender():

@@ -9,7 +9,7 @@ from django.db import connections, transaction
 
 from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
 from testproject.jobs.models import Record
-from tests.helpers import database_settings
+from tests.helpers import backend_id, database_settings
 
 
 @pytest.mark.parametrize("how", ["thread", "timer", "executor"])
@@ -140,21 +140,7 @@ def open_manual_transaction(alias):
     """What a caller does by hand: autocommit off, rows written, not committed."""
     transaction.set_autocommit(False, using=alias)
     Record.objects.using(alias).create(name="manual")
-    return backend_pid(alias)
-
-
-def backend_pid(alias):
-    """The server's id for this thread's connection (the object for SQLite)."""
-    connection = connections[alias]
-    if connection.vendor == "sqlite":
-        return id(connection.connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_backend_pid()"
-            if connection.vendor == "postgresql"
-            else "SELECT CONNECTION_ID()"
-        )
-        return cursor.fetchone()[0]
+    return backend_id(alias, connect=False)
 
 
 def with_block(body):
@@ -185,7 +171,7 @@ def test_unit_of_work_with_autocommit_off_is_refused_and_keeps_the_rows(alias, e
             enter(lambda: ran.append(True))
         assert ran == []
         # The same connection, still in the caller's transaction.
-        assert backend_pid(alias) == before
+        assert backend_id(alias, connect=False) == before
         assert not transaction.get_autocommit(using=alias)
         Record.objects.using(alias).create(name="manual-2")
         transaction.commit(using=alias)
