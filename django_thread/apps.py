@@ -31,7 +31,7 @@ class DjangoThreadConfig(AppConfig):
             registry,
         )
         from django_thread.checks import check_settings, enable_task_backend_checks
-        from django_thread.lifecycle import track_owned_connection
+        from django_thread.thread_connections import track_owned_connection
 
         checks.register(check_settings)
         enable_task_backend_checks()

@@ -24,7 +24,8 @@ from typing import Any
 
 from django_thread import registry
 from django_thread.context import Snapshot, call_in, capture
-from django_thread.lifecycle import ensure_app_installed, owned_thread, run_unit
+from django_thread.lifecycle import ensure_app_installed, run_unit
+from django_thread.thread_connections import owned_thread
 
 
 def run_thread_body(

@@ -10,7 +10,7 @@ the same, and lives here:
   joins it once its pool has drained, even when the pool itself was shut
   down without waiting or garbage collected;
 - a loop that raises is logged as a crash, never silently lost;
-- the thread runs inside :func:`~django_thread.lifecycle.owned_thread`:
+- the thread runs inside :func:`~django_thread.thread_connections.owned_thread`:
   whatever ends the loop, the worker's connections are closed, in the
   worker, since no other thread can close them; until then they are held
   for :mod:`django_thread.forking`, and kept across units when the pool
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django_thread import registry
-from django_thread.lifecycle import owned_thread
+from django_thread.thread_connections import owned_thread
 
 
 def start_worker(
@@ -42,7 +42,8 @@ def start_worker(
 ) -> threading.Thread:
     """Start a daemon worker thread running ``loop(*args)``.
 
-    ``persistent_connections``: see :func:`~django_thread.lifecycle.owned_thread`.
+    ``persistent_connections``: see
+    :func:`~django_thread.thread_connections.owned_thread`.
     """
     thread = threading.Thread(
         name=name,

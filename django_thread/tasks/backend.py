@@ -12,7 +12,6 @@ from django.db import transaction
 
 from django_thread import sharing
 from django_thread.internals import new_task_result
-from django_thread.lifecycle import atomic_block_open
 from django_thread.tasks.compat import (
     BaseTaskBackend,
     TaskResult,
@@ -32,6 +31,7 @@ from django_thread.tasks.results import (
     new_id,
 )
 from django_thread.tasks.running import _Job
+from django_thread.thread_connections import atomic_block_open
 
 
 class ThreadPoolBackend(BaseTaskBackend):

@@ -1,0 +1,291 @@
+"""A thread's database connections: which are its to touch, and how they end.
+
+Django keeps one connection wrapper per alias per thread, and closes them
+only from the request signals' receivers. This module is where django_thread
+decides what happens to a thread's wrappers outside that: which of them a
+unit's cleanup may touch at all (never one lent by another thread), how a
+leaked transaction is rolled back and its wrapper discarded, what a thread
+django_thread started closes when it ends, and which connections such a
+thread keeps across units (persistent connections).
+
+:mod:`django_thread.lifecycle` sends the signals and calls in here; nothing
+else in the package closes, rolls back or drops a connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections
+
+from django_thread import forking, sharing
+from django_thread.internals import (
+    close_in_memory_database_handle,
+    forget_connection,
+    in_atomic_block,
+    initialized_connections,
+    is_connected,
+    keep_open_until_thread_ends,
+    lend_connection,
+    rollback_driver_connection,
+    shared_from_another_thread,
+)
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("django_thread")
+
+_scope = threading.local()
+
+
+def own_connections() -> list[BaseDatabaseWrapper]:
+    """This thread's connections, without those another thread lent it.
+
+    ``LiveServerTestCase``'s server threads, and units while a test shares
+    its connections (:mod:`django_thread.sharing`), run on the test
+    thread's connection: closing it, rolling it back or dropping it from
+    this thread's handler would break the test. Cleanup only ever picks
+    connections from here (or from :func:`unit_connections`).
+    """
+    return [c for c in initialized_connections() if not shared_from_another_thread(c)]
+
+
+def in_transaction(connection: BaseDatabaseWrapper) -> bool:
+    """Whether a transaction is open: ``atomic()``, or autocommit turned off.
+
+    Autocommit that differs from the alias's ``AUTOCOMMIT`` setting is the
+    same test Django's ``close_old_connections`` makes before it closes the
+    connection (and with it, rolls the transaction back).
+    """
+    if in_atomic_block(connection):
+        return True
+    return (
+        is_connected(connection)
+        and connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
+    )
+
+
+def atomic_block_open(alias: str) -> bool:
+    """Whether this thread is inside ``transaction.atomic()`` on ``alias``.
+
+    Never connects: asking the database would open a connection in the
+    caller just to learn that it is in autocommit mode.
+    """
+    return in_atomic_block(connections[alias])
+
+
+def discard_connection(connection: BaseDatabaseWrapper) -> None:
+    """Roll back and throw away a connection whose transaction was leaked.
+
+    ``BaseDatabaseWrapper.close()`` inside an atomic block closes the socket
+    but leaves the wrapper "in a transaction" forever; ``rollback()`` refuses
+    to run inside one. So roll back on the driver connection, close it (a
+    pooled connection goes back to the pool), and drop the wrapper from this
+    thread's handler so the next query builds a fresh one.
+    """
+    try:
+        rollback_driver_connection(connection)
+    except Exception:
+        logger.debug("Rollback of leaked transaction failed", exc_info=True)
+    try:
+        _close(connection)
+    except Exception:
+        logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
+    forget_connection(connection.alias)
+    connected = getattr(_scope, "connected", None)
+    if connected is not None:
+        connected.pop(connection.alias, None)
+
+
+def _close(connection: BaseDatabaseWrapper) -> None:
+    """Close for good: the wrapper is about to be dropped from its thread."""
+    connection.close()
+    if is_connected(connection):
+        # SQLite's in-memory database refused: see the helper.
+        close_in_memory_database_handle(connection)
+
+
+def discard_leaked_transactions(
+    opened: Sequence[BaseDatabaseWrapper] | None = None,
+) -> list[str]:
+    """Roll back every transaction a unit left open; return the aliases."""
+    leaked = []
+    for connection in own_connections() if opened is None else opened:
+        try:
+            is_leaked = in_transaction(connection)
+        except Exception:
+            # The state cannot even be read: the connection is beyond use.
+            is_leaked = True
+        if is_leaked:
+            leaked.append(connection.alias)
+            discard_connection(connection)
+    return leaked
+
+
+def close_thread_connections() -> None:
+    """Close every connection this thread opened, for threads that are ending.
+
+    Without this, a finished thread's connections stay open until the garbage
+    collector happens to break the wrapper's reference cycles.
+    """
+    discard_leaked_transactions()
+    for connection in own_connections():
+        try:
+            _close(connection)
+        except Exception:
+            logger.warning(
+                "Closing connection %r failed", connection.alias, exc_info=True
+            )
+
+
+def close_after_failure() -> None:
+    """Close this thread's connections after a failed unit, whatever their age.
+
+    A connection may be mid-protocol after an interrupted query.
+    """
+    for connection in own_connections():
+        try:
+            connection.close()
+        except Exception:
+            logger.debug("Closing %r failed", connection.alias, exc_info=True)
+
+
+def persistent_connections_wanted(override: bool | None) -> bool:
+    """``override`` when given, else ``DJANGO_THREAD_PERSISTENT_CONNECTIONS``."""
+    if override is not None:
+        return override
+    from django_thread.conf import settings
+
+    return bool(settings.DJANGO_THREAD_PERSISTENT_CONNECTIONS)
+
+
+@contextmanager
+def owned_thread(persistent_connections: bool | None = None) -> Iterator[None]:
+    """The whole life of a thread django_thread starts: the one place it is marked.
+
+    Every executor worker, task worker and :class:`~django_thread.Thread`
+    body runs inside this. Until the thread ends its connections are held
+    for :mod:`django_thread.forking`, so that a forked child never closes
+    them under the parent. When it ends, whatever ends it, they are closed:
+    no later unit can reuse them, and without this they would stay open
+    until the garbage collector breaks the wrappers' reference cycles.
+
+    That guaranteed end is what makes persistent connections safe here and
+    nowhere else: with ``persistent_connections`` on (``None``: the
+    ``DJANGO_THREAD_PERSISTENT_CONNECTIONS`` setting), a connection this
+    thread opens is kept across its units until the thread ends (see
+    :func:`track_owned_connection`). A thread django_thread does not own
+    never gets the mark, so ``unit_of_work`` there keeps nothing that
+    ``CONN_MAX_AGE`` would close: there is no owner to close it later.
+    """
+    _scope.persistent = persistent_connections_wanted(persistent_connections)
+    _scope.connected = {}
+    forking.track_this_thread()
+    try:
+        yield
+    finally:
+        _scope.persistent = False
+        _scope.connected = None
+        close_thread_connections()
+        forking.untrack_this_thread()
+
+
+def track_owned_connection(
+    sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any
+) -> None:
+    """``connection_created`` receiver: on an owned thread, note the wrapper.
+
+    Noting it lets each unit's end look at the wrappers this thread ever
+    connected instead of walking every alias (see :func:`unit_connections`).
+
+    On a persistent thread it also lifts the connection's age limit. Only
+    that goes: everything else in Django's per-request housekeeping still
+    applies at each unit's end (a connection with errors that fails
+    ``is_usable()``, or with autocommit left off, is closed, and
+    ``CONN_HEALTH_CHECKS`` re-checks it before its next use), and so do the
+    unit's own repairs: a leaked transaction discards the connection, a
+    failed unit closes it (``DJANGO_THREAD_CLOSE_ON_ERROR``), and the next
+    unit opens a fresh one, which comes through here again. An alias on
+    Django's native pool is left alone: it has no age (Django requires
+    ``CONN_MAX_AGE = 0`` there), and giving its connection back to the pool
+    at each unit's end is already cheap.
+    """
+    connected = getattr(_scope, "connected", None)
+    if connected is None:
+        return  # not a thread django_thread owns
+    if shared_from_another_thread(connection):
+        return  # lent by a test (django_thread.sharing): never this thread's
+    connected[connection.alias] = connection
+    if _scope.persistent and not connection.settings_dict["OPTIONS"].get("pool"):
+        keep_open_until_thread_ends(connection)
+
+
+def unit_connections() -> Sequence[BaseDatabaseWrapper]:
+    """The wrappers a unit ending on this thread may have left in a transaction.
+
+    On a thread django_thread owns, those are the wrappers that connected
+    on it, as :func:`track_owned_connection` noted them: a transaction
+    needs a connection, and a wrapper is private to its thread and first
+    connects on it, so no other wrapper can hold one. Reading that dict
+    spares every unit a walk over all aliases, through the thread-critical
+    ``asgiref.local.Local`` that holds them, which costs more than the rest
+    of the unit's own bookkeeping. Elsewhere, every initialized wrapper.
+    """
+    connected = getattr(_scope, "connected", None)
+    if connected is None:
+        return own_connections()
+    return list(connected.values())
+
+
+def run_direct_cleanup(action: Callable[[], object]) -> None:
+    """Run one of Django's cleanups; a failure is logged, never raised."""
+    try:
+        action()
+    except Exception:
+        logger.error("Connection cleanup %r raised", action, exc_info=True)
+
+
+def _lent_here() -> list[BaseDatabaseWrapper]:
+    """The connections another thread lent this one, walking aliases only if needed.
+
+    On a thread django_thread owns, only :mod:`django_thread.sharing` lends
+    connections, and it knows which; elsewhere (a live server's threads),
+    look at every initialized wrapper.
+    """
+    if getattr(_scope, "connected", None) is not None:
+        return sharing.borrowed()
+    return [c for c in initialized_connections() if shared_from_another_thread(c)]
+
+
+def hide_lent_connections() -> list[BaseDatabaseWrapper]:
+    """Take lent connections out of this thread's handler, for Django's receivers.
+
+    ``close_old_connections`` would close a connection another thread lent
+    this one: inside ``TestCase`` the test's looks "in a transaction" to it.
+    (Django's test client disconnects that receiver around a request for
+    the same reason.) Returns them, for :func:`put_back_lent_connections`.
+    """
+    lent = _lent_here()
+    for connection in lent:
+        forget_connection(connection.alias)
+    return lent
+
+
+def put_back_lent_connections(lent: list[BaseDatabaseWrapper]) -> None:
+    """Undo :func:`hide_lent_connections`.
+
+    A connection a receiver opened meanwhile on a lent alias is closed.
+    """
+    if not lent:
+        return
+    own = {c.alias: c for c in initialized_connections()}
+    for connection in lent:
+        if connection.alias in own:
+            run_direct_cleanup(partial(_close, own[connection.alias]))
+        lend_connection(connection.alias, connection)
