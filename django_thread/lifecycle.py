@@ -46,10 +46,10 @@ from django_thread.thread_connections import (
     discard_leaked_transactions,
     hide_lent_connections,
     in_transaction,
-    own_connections,
     put_back_lent_connections,
     run_direct_cleanup,
     unit_connections,
+    unlent_connections,
 )
 
 logger = logging.getLogger("django_thread")
@@ -57,7 +57,15 @@ logger = logging.getLogger("django_thread")
 _R = TypeVar("_R")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_scope = threading.local()
+
+class _UnitState(threading.local):
+    #: How many units are open on this thread (nested ones do nothing).
+    depth = 0
+    #: ``DJANGO_THREAD_SEND_SIGNALS`` as the outermost open unit read it.
+    send_signals = True
+
+
+_scope = _UnitState()
 
 
 def ensure_app_installed() -> None:
@@ -82,7 +90,7 @@ def _refuse_inside_caller_transaction() -> None:
     turned off with rows written, silently. Both are refused before
     anything runs; units on threads django_thread starts never need this.
     """
-    opened = own_connections()
+    opened = unlent_connections()
     in_atomic = [c.alias for c in opened if in_atomic_block(c)]
     if in_atomic:
         raise TransactionManagementError(
@@ -242,7 +250,7 @@ class UnitOfWork(ContextDecorator):
         self.sender = sender if sender is not None else unit_of_work
 
     def __enter__(self) -> UnitOfWork:
-        depth = getattr(_scope, "depth", 0)
+        depth = _scope.depth
         if depth == 0:
             ensure_app_installed()
             _refuse_inside_caller_transaction()

@@ -251,7 +251,6 @@ def install_hooks() -> None:
         _hooks_installed = True
     internals.run_before_threads_join(shutdown_all)
     if hasattr(os, "register_at_fork"):  # not on Windows
-        forking.install()
         os.register_at_fork(
             before=_fork_prepare,
             after_in_parent=_fork_parent,

@@ -14,7 +14,7 @@ unit of work that starts while it is in effect:
   ``request_started``) and gives them back before its cleanup, so that a
   worker's own connections stay its own; the lifecycle never closes, rolls
   back or discards a connection shared from another thread (see
-  ``own_connections`` in :mod:`django_thread.thread_connections`);
+  ``unlent_connections`` in :mod:`django_thread.thread_connections`);
 - units take turns (see :class:`_Slot`). A unit holds its turn from its
   first use of a lent connection to its end, so its queries and
   ``atomic()`` blocks never interleave with another unit's: two threads in

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 
-from django_thread import forking, sharing
+from django_thread import sharing
 from django_thread.internals import (
     close_in_memory_database_handle,
     forget_connection,
@@ -41,10 +41,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_thread")
 
-_scope = threading.local()
+
+class _ThreadState(threading.local):
+    #: On a thread django_thread owns: its connections are kept across units.
+    persistent = False
+    #: On a thread django_thread owns: the wrappers that connected on it, by
+    #: alias (the same dict as its entry in :data:`_connected_by_thread`);
+    #: None on any other thread.
+    connected: dict[str, BaseDatabaseWrapper] | None = None
 
 
-def own_connections() -> list[BaseDatabaseWrapper]:
+_scope = _ThreadState()
+#: The one record of the connections of every thread django_thread owns, by
+#: thread ident: each unit's end reads its own thread's entry, and a forked
+#: child reads the other threads' (:mod:`django_thread.forking`). Holding the
+#: wrappers here also keeps them alive until their thread ends and closes
+#: them, so that the child, not the garbage collector, decides their fate.
+_connected_by_thread: dict[int, dict[str, BaseDatabaseWrapper]] = {}
+
+
+def unlent_connections() -> list[BaseDatabaseWrapper]:
     """This thread's connections, without those another thread lent it.
 
     ``LiveServerTestCase``'s server threads, and units while a test shares
@@ -98,7 +114,7 @@ def discard_connection(connection: BaseDatabaseWrapper) -> None:
     except Exception:
         logger.debug("Closing connection %r failed", connection.alias, exc_info=True)
     forget_connection(connection.alias)
-    connected = getattr(_scope, "connected", None)
+    connected = _scope.connected
     if connected is not None:
         connected.pop(connection.alias, None)
 
@@ -116,7 +132,7 @@ def discard_leaked_transactions(
 ) -> list[str]:
     """Roll back every transaction a unit left open; return the aliases."""
     leaked = []
-    for connection in own_connections() if opened is None else opened:
+    for connection in unlent_connections() if opened is None else opened:
         try:
             is_leaked = in_transaction(connection)
         except Exception:
@@ -135,7 +151,7 @@ def close_thread_connections() -> None:
     collector happens to break the wrapper's reference cycles.
     """
     discard_leaked_transactions()
-    for connection in own_connections():
+    for connection in unlent_connections():
         try:
             _close(connection)
         except Exception:
@@ -149,7 +165,7 @@ def close_after_failure() -> None:
 
     A connection may be mid-protocol after an interrupted query.
     """
-    for connection in own_connections():
+    for connection in unlent_connections():
         try:
             connection.close()
         except Exception:
@@ -170,11 +186,12 @@ def owned_thread(persistent_connections: bool | None = None) -> Iterator[None]:
     """The whole life of a thread django_thread starts: the one place it is marked.
 
     Every executor worker, task worker and :class:`~django_thread.Thread`
-    body runs inside this. Until the thread ends its connections are held
-    for :mod:`django_thread.forking`, so that a forked child never closes
-    them under the parent. When it ends, whatever ends it, they are closed:
-    no later unit can reuse them, and without this they would stay open
-    until the garbage collector breaks the wrappers' reference cycles.
+    body runs inside this. Until the thread ends its connections are
+    recorded in :data:`_connected_by_thread`, so that a forked child never
+    closes them under the parent (:mod:`django_thread.forking`). When it
+    ends, whatever ends it, they are closed: no later unit can reuse them,
+    and without this they would stay open until the garbage collector
+    breaks the wrappers' reference cycles.
 
     That guaranteed end is what makes persistent connections safe here and
     nowhere else: with ``persistent_connections`` on (``None``: the
@@ -184,16 +201,16 @@ def owned_thread(persistent_connections: bool | None = None) -> Iterator[None]:
     never gets the mark, so ``unit_of_work`` there keeps nothing that
     ``CONN_MAX_AGE`` would close: there is no owner to close it later.
     """
+    ident = threading.get_ident()
     _scope.persistent = persistent_connections_wanted(persistent_connections)
-    _scope.connected = {}
-    forking.track_this_thread()
+    _scope.connected = _connected_by_thread[ident] = {}
     try:
         yield
     finally:
         _scope.persistent = False
         _scope.connected = None
         close_thread_connections()
-        forking.untrack_this_thread()
+        _connected_by_thread.pop(ident, None)
 
 
 def track_owned_connection(
@@ -216,7 +233,7 @@ def track_owned_connection(
     ``CONN_MAX_AGE = 0`` there), and giving its connection back to the pool
     at each unit's end is already cheap.
     """
-    connected = getattr(_scope, "connected", None)
+    connected = _scope.connected
     if connected is None:
         return  # not a thread django_thread owns
     if shared_from_another_thread(connection):
@@ -237,9 +254,9 @@ def unit_connections() -> Sequence[BaseDatabaseWrapper]:
     ``asgiref.local.Local`` that holds them, which costs more than the rest
     of the unit's own bookkeeping. Elsewhere, every initialized wrapper.
     """
-    connected = getattr(_scope, "connected", None)
+    connected = _scope.connected
     if connected is None:
-        return own_connections()
+        return unlent_connections()
     return list(connected.values())
 
 
@@ -258,7 +275,7 @@ def _lent_here() -> list[BaseDatabaseWrapper]:
     connections, and it knows which; elsewhere (a live server's threads),
     look at every initialized wrapper.
     """
-    if getattr(_scope, "connected", None) is not None:
+    if _scope.connected is not None:
         return sharing.borrowed()
     return [c for c in initialized_connections() if shared_from_another_thread(c)]
 
@@ -289,3 +306,23 @@ def put_back_lent_connections(lent: list[BaseDatabaseWrapper]) -> None:
         if connection.alias in own:
             run_direct_cleanup(partial(_close, own[connection.alias]))
         lend_connection(connection.alias, connection)
+
+
+def connections_of_other_threads() -> list[BaseDatabaseWrapper]:
+    """In a forked child: the wrappers the parent's other owned threads held.
+
+    Those threads do not exist in the child; their entries are dropped from
+    the record, and their wrappers handed to :mod:`django_thread.forking`.
+    A connection lent by another thread was never recorded, so the lender's
+    own socket is never among them.
+    """
+    current = threading.get_ident()
+    inherited = [
+        wrapper
+        for ident, connected in list(_connected_by_thread.items())
+        if ident != current
+        for wrapper in connected.values()
+    ]
+    for ident in [i for i in _connected_by_thread if i != current]:
+        del _connected_by_thread[ident]
+    return inherited

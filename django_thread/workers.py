@@ -12,8 +12,8 @@ the same, and lives here:
 - a loop that raises is logged as a crash, never silently lost;
 - the thread runs inside :func:`~django_thread.thread_connections.owned_thread`:
   whatever ends the loop, the worker's connections are closed, in the
-  worker, since no other thread can close them; until then they are held
-  for :mod:`django_thread.forking`, and kept across units when the pool
+  worker, since no other thread can close them; until then they are
+  recorded for :mod:`django_thread.forking`, and kept across units when the pool
   asked for persistent connections.
 
 What ends a loop is the loop's business (see each loop's exit conditions):

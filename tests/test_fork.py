@@ -138,7 +138,7 @@ def test_a_worker_holds_only_its_open_connections_for_a_fork():
     """Wrappers discarded after a leaked transaction are not kept alive."""
     from django.db import transaction
 
-    from django_thread import ThreadPoolExecutor, forking
+    from django_thread import ThreadPoolExecutor, thread_connections
 
     def leak_a_transaction():
         transaction.atomic().__enter__()  # leaked: the unit discards the wrapper
@@ -146,9 +146,54 @@ def test_a_worker_holds_only_its_open_connections_for_a_fork():
 
     def held_here():
         connections["default"].ensure_connection()
-        return len(forking._held[threading.get_ident()])
+        return len(thread_connections._connected_by_thread[threading.get_ident()])
 
     with ThreadPoolExecutor(max_workers=1) as executor:
         for _ in range(3):
             executor.submit(leak_a_transaction).result()
         assert executor.submit(held_here).result() == 1
+
+
+def test_a_fork_never_detaches_a_connection_the_forking_thread_lent(server_alias):
+    """The test's own connection, connected by a worker it was lent to, stays.
+
+    A worker that borrows a test's connection may be the thread that
+    connects it; the connection is still the lender's, and the lender may
+    be the thread that forks. The child keeps its copy of the socket.
+    """
+    reports = run_script(
+        server_alias,
+        """
+        from django.db import connections
+        from django_thread import ThreadPoolExecutor, sharing
+        from django_thread.internals import driver_connection
+
+        executor = ThreadPoolExecutor(max_workers=1)
+        lent = connections["default"]
+        sharing.lend()
+        started, gate = threading.Event(), threading.Event()
+
+        def connect_the_lent_connection():
+            connections["default"].ensure_connection()
+            started.set()
+            gate.wait(10)
+
+        running = executor.submit(connect_the_lent_connection)
+        started.wait(10)
+        fd = driver_connection(lent).fileno()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                target = "closed"
+            report(in_child=target)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        gate.set()
+        running.result()
+        sharing.end_lending()
+        executor.shutdown()
+        """,
+    )
+    assert reports["in_child"].startswith("socket:"), reports
