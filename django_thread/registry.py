@@ -44,6 +44,10 @@ from typing import Any, Protocol
 
 from django_thread import forking, internals
 
+#: The two functions a project may call; the rest serves the AppConfig and
+#: the pools.
+__all__ = ["release_connections", "shutdown_all"]
+
 logger = logging.getLogger("django_thread")
 
 
