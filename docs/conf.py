@@ -59,7 +59,3 @@ autodoc_inherit_docstrings = False
 html_theme = "furo"
 html_title = f"django-thread {release}"
 html_static_path: list[str] = []
-
-# -b linkcheck: the links inside the docs are checked by -n (every reference
-# resolves); external URLs are not fetched, since CI may have no network.
-linkcheck_ignore = [r"https?://.*"]
