@@ -3,7 +3,8 @@
 The command checks its own numbers and fails when they change; these tests
 run it as a user would (``python testproject/manage.py demo``, settings from
 ``TESTPROJECT_DATABASE_URL``) and read its table back, so that neither the
-demo nor README.rst's copy of its output can rot unnoticed.
+demo nor the docs' copies of its output (README.rst, docs/why.rst) can rot
+unnoticed.
 """
 
 from __future__ import annotations
@@ -50,12 +51,19 @@ def table_rows(lines: list[str]) -> dict[str, tuple[int, int, int]]:
     return rows
 
 
-def readme_tables() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The demo's rows as README.rst's "See it" shows them: SQLite, PostgreSQL."""
+def shown_tables() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The demo's rows as the docs show them.
+
+    README.rst's "See it" (the SQLite table), then docs/why.rst's full SQLite
+    output and its PostgreSQL table.
+    """
     readme = (REPO / "README.rst").read_text()
-    section = readme.split("\nSee it\n------\n")[1].split("\nRequirements\n")[0]
+    first = readme.split("\nSee it\n======\n")[1].split("\nDocumentation\n")[0]
+    why = (REPO / "docs" / "why.rst").read_text()
+    section = why.split("\nSee it: the demo\n----------------\n")[1]
     sqlite, postgresql = section.split("\nOn PostgreSQL (")
     return (
+        table_rows([line[4:] for line in first.splitlines()]),
         table_rows([line[4:] for line in sqlite.splitlines()]),
         table_rows([line[4:] for line in postgresql.splitlines()]),
     )
@@ -108,7 +116,9 @@ def test_demo_on_sqlite_from_a_fresh_database(tmp_path):
     assert "closes each worker's SQLite connection behind Django's back" in output
     assert "django_thread logged WARNING: A unit of work" in output
     assert "TESTPROJECT_DATABASE_URL=postgresql://" in output
-    assert rows == readme_tables()[0]
+    readme, why, _ = shown_tables()
+    assert rows == readme
+    assert rows == why
 
 
 # "default" too: Django creates test databases only with their dependencies.
@@ -124,7 +134,7 @@ def test_demo_on_postgresql_kills_only_its_own_connections():
     # With health checks, the recipe and django_thread lose no job at all.
     assert rows["the same, with CONN_HEALTH_CHECKS=True"] == (6, 0, 0)
     assert "pg_terminate_backend" in output
-    shown = readme_tables()[1]
+    shown = shown_tables()[2]
     assert len(shown) == 2
     assert shown == {label: rows[label] for label in shown}
     with own.cursor() as cursor:

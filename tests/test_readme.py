@@ -1,21 +1,21 @@
-"""README.rst's examples, run as written against testproject.
+"""The examples of README.rst and docs/, run as written against testproject.
 
-Every literal block of README.rst names its language. Each Python block
-either runs here, through the check below that recognises it by a line of its
-own and asserts what it did (rows written, a thread stopped, a task's
-result), or is listed in ``NOT_RUN`` with the reason it cannot run here.
-Settings blocks (nothing but ``UPPER_CASE = ...``) are put together into one
-project's settings, as a user following the README would, and that project
-must pass ``manage.py check``. Every other block is listed in ``NOT_RUN``
-with its reason. A block that matches no entry, an entry that matches no
-block, or a literal block without a language fails the suite, so that the
-docs cannot drift from the code again.
+Every literal block names its language. Each Python block either runs here,
+through the check below that recognises it by a line of its own and asserts
+what it did (rows written, a thread stopped, a task's result), or says in
+the source, right above it, why it does not (``.. not run: REASON``, see
+``tests/doc_blocks.py``). Settings blocks (nothing but ``UPPER_CASE = ...``)
+are put together into one project's settings, as a user following the docs
+would, and that project must pass ``manage.py check``. README.rst's quick
+start is a project of its own, built and run by ``tests/test_quickstart.py``.
+A Python block that is none of these, or a check that matches no block,
+fails the suite, so that the docs cannot drift from the code again.
 
-Blocks run in a module of their own (``README.rst:LINE`` in tracebacks), so
+Blocks run in a module of their own (``docs/...rst:LINE`` in tracebacks), so
 that a task they define is module-level, as the Tasks framework requires, on
 real threads and the SQLite ``default`` alias of ``tests/settings.py``, with
-the ``OPTIONS`` that README.rst's "SQLite and threads" gives it. A block that
-never returns ends the run with every thread's stack rather than hanging it.
+the ``OPTIONS`` that docs/topics/sqlite.rst gives it. A block that never
+returns ends the run with every thread's stack rather than hanging it.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import threading
 import types
 import unittest
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
@@ -47,78 +45,21 @@ from django.utils.module_loading import import_string
 
 from testproject.jobs.models import Record
 from testproject.jobs.tasks import record
+from tests.doc_blocks import (
+    DOCS,
+    README,
+    Block,
+    all_blocks,
+    doc_files,
+    quick_start_blocks,
+)
 from tests.helpers import REPO_ROOT, database_settings, wait_for
 
-README = REPO_ROOT / "README.rst"
 #: Seconds after which a block that still runs ends the test process.
 HANG_TIMEOUT = 60
 
-
-@dataclass(frozen=True)
-class Block:
-    line: int  # of the first line of code, 1-based
-    language: str  # "" for a bare ``::`` literal block
-    section: str
-    code: str
-
-    def __str__(self) -> str:
-        return f"README.rst:{self.line} ({self.language or '::'}, {self.section})"
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
-
-
-def _is_underline(line: str, title: str) -> bool:
-    stripped = line.strip()
-    return (
-        bool(title.strip())
-        and len(set(stripped)) == 1
-        and stripped[0] in "=-~^"
-        and len(stripped) >= len(title.strip())
-    )
-
-
-def literal_blocks(text: str) -> list[Block]:
-    """Every ``.. code-block::`` and ``::`` literal block, in order."""
-    lines = text.splitlines()
-    blocks = []
-    section = ""
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if i + 1 < len(lines) and not line.startswith(" "):
-            if _is_underline(lines[i + 1], line):
-                section = line.strip()
-        directive = re.match(r"\s*\.\. code-block::\s*(\S*)", line)
-        if directive:
-            language = directive[1] or "?"
-        elif line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
-            language = ""
-        else:
-            i += 1
-            continue
-        start = i + 1
-        body = []
-        while start + len(body) < len(lines):
-            candidate = lines[start + len(body)]
-            if candidate.strip() and _indent(candidate) <= _indent(line):
-                break
-            body.append(candidate)
-        first = start + next(n for n, text in enumerate(body) if text.strip())
-        blocks.append(
-            Block(
-                first + 1,
-                language,
-                section,
-                textwrap.dedent("\n".join(body)).strip("\n"),
-            )
-        )
-        i = start + len(body)
-    return blocks
-
-
-BLOCKS = literal_blocks(README.read_text())
+BLOCKS = all_blocks()
+QUICK_START = [block for block, _ in quick_start_blocks()]
 
 
 def is_settings(block: Block) -> bool:
@@ -141,44 +82,6 @@ DEVELOPMENT_COMMAND = (
     'python -m venv .venv && .venv/bin/python -m pip install -e ".[test]" && '
     ".venv/bin/python -m pytest"
 )
-
-#: Blocks that cannot run here, each recognised by a whole line of it: why.
-NOT_RUN = {
-    ("sh", DEMO_COMMAND): "shell; tests/test_demo.py runs the demo",
-    ("text", "The same jobs, run three ways, on SQLite, testproject/demo.sqlite3:"): (
-        "the demo's output; tests/test_demo.py compares its tables with it"
-    ),
-    (
-        "text",
-        "jobs that failed, of 6, CONN_MAX_AGE=600       6       2              2",
-    ): ("the demo's output on PostgreSQL; tests/test_demo.py compares it"),
-    ("sh", "python -m pip install django-thread"): "shell: installs the package",
-    ("python", "from celery.signals import worker_process_shutdown"): (
-        "needs Celery, which is not a test dependency; the call it makes, "
-        "registry.shutdown_all(), is the exit hook that tests/test_exit.py runs"
-    ),
-    ("sh", "python -m pip install django-thread[tasks]"): (
-        "shell: installs the package with the backport"
-    ),
-    ("diff", '+        "BACKEND": "django_tasks_db.backend.DatabaseBackend",'): (
-        "a diff of settings: test_the_move_to_django_tasks_db_starts_from_the_"
-        "readme_settings checks both sides; tests/tasks/test_parity.py runs "
-        "that backend"
-    ),
-    (
-        "sh",
-        "python -m benchmarks --quick                      # SQLite only, short rounds",
-    ): ("shell: minutes of benchmarks"),
-    ("sh", DEVELOPMENT_COMMAND): "shell: runs this suite",
-}
-
-
-def not_run_entry(block: Block) -> tuple[str, str] | None:
-    keys = [
-        key for key in NOT_RUN if key[0] == block.language and has_line(block, key[1])
-    ]
-    assert len(keys) <= 1, f"{block} matches several NOT_RUN entries: {keys}"
-    return keys[0] if keys else None
 
 
 def has_line(block: Block, line: str) -> bool:
@@ -213,9 +116,9 @@ def check_for(block: Block) -> Callable[..., None] | None:
 
 
 def source_for_this_django(code: str) -> str:
-    """The README shows Django 6's import; Django 5.2 has it from the backport.
+    """The docs show Django 6's import; Django 5.2 has it from the backport.
 
-    README.rst says so next to the import (``# Django 5.2: from django_tasks
+    The docs say so next to the import (``# Django 5.2: from django_tasks
     import task``); this is the only rewriting a block gets.
     """
     if django.VERSION >= (6, 0):
@@ -225,7 +128,7 @@ def source_for_this_django(code: str) -> str:
 
 @pytest.fixture
 def run_block() -> Iterator[Callable[..., dict[str, Any]]]:
-    """Exec a block in a fresh module; its line numbers are README.rst's.
+    """Exec a block in a fresh module; its line numbers are its file's.
 
     ``into``: the namespace of an earlier block that this one continues.
     """
@@ -235,12 +138,13 @@ def run_block() -> Iterator[Callable[..., dict[str, Any]]]:
         if into is not None:
             module = sys.modules[into["__name__"]]
         else:
-            name = f"readme_line_{block.line}"
+            stem = re.sub(r"\W", "_", block.name.removesuffix(".rst"))
+            name = f"{stem}_line_{block.line}"
             module = types.ModuleType(name)
             sys.modules[name] = module
             names.append(name)
         source = "\n" * (block.line - 1) + source_for_this_django(block.code)
-        exec(compile(source, str(README), "exec"), module.__dict__)
+        exec(compile(source, str(block.path), "exec"), module.__dict__)
         return module.__dict__
 
     yield run
@@ -254,18 +158,18 @@ def only(marker: str) -> Block:
 
 
 @contextlib.contextmanager
-def readme_tasks_setting(run_block: Callable[[Block], dict[str, Any]]) -> Iterator:
-    """TASKS as README.rst's Tasks backend section sets it."""
+def docs_tasks_setting(run_block: Callable[[Block], dict[str, Any]]) -> Iterator:
+    """TASKS as the Tasks backend topic sets it."""
     tasks = run_block(only('"BACKEND": "django_thread.tasks.ThreadPoolBackend",'))
     with override_settings(TASKS=tasks["TASKS"]):
         yield
 
 
 @contextlib.contextmanager
-def readme_sqlite_options(run_block: Callable[[Block], dict[str, Any]]) -> Iterator:
-    """The test database, with the OPTIONS of README.rst's "SQLite and threads".
+def docs_sqlite_options(run_block: Callable[[Block], dict[str, Any]]) -> Iterator:
+    """The test database, with the OPTIONS of docs/topics/sqlite.rst.
 
-    The README gives them to every SQLite database that threads write to, and
+    The docs give them to every SQLite database that threads write to, and
     its examples need them: the executor's four workers run
     ``update_or_create()`` at once, which fails with *database is locked* in
     SQLite's default transaction mode.
@@ -291,7 +195,7 @@ def hang_guard(config: pytest.Config) -> Iterator[None]:
 
     def dump_and_exit() -> None:
         with capture.global_and_fixture_disabled():
-            print(f"\nA README.rst block still runs after {HANG_TIMEOUT} s:")
+            print(f"\nA docs block still runs after {HANG_TIMEOUT} s:")
             faulthandler.dump_traceback(file=sys.stdout, all_threads=True)
             sys.stdout.flush()
         os._exit(1)
@@ -314,7 +218,7 @@ def finished(result: Any) -> Any:
     return result
 
 
-# -- The checks, in README order. -------------------------------------------
+# -- The checks, in the order of the docs. -----------------------------------
 
 
 @checks("class ReportThread(Thread):")
@@ -382,7 +286,7 @@ def check_gunicorn_pre_fork(run_block, block):
 
 @checks("def send_welcome(user_id):")
 def check_send_welcome(run_block, block):
-    with readme_tasks_setting(run_block):
+    with docs_tasks_setting(run_block):
         namespace = run_block(block)
         request = RequestFactory().post(
             "/signup/", {"username": "ada", "email": "ada@example.com"}
@@ -431,7 +335,7 @@ def check_pytest_bump(run_block, block, share_test_connections):
 @checks("def wait_for(result):")
 def check_wait_for_a_task(run_block, block):
     namespace = run_block(block)
-    with readme_tasks_setting(run_block):
+    with docs_tasks_setting(run_block):
         result = namespace["wait_for"](record.enqueue("waited for"))
     assert result.status == "SUCCESSFUL", result.errors
     assert Record.objects.get().name == "waited for"
@@ -448,24 +352,58 @@ def test_every_literal_block_names_its_language():
     )
 
 
-def test_every_block_is_run_or_listed_with_a_reason():
+def test_every_python_block_is_run_or_says_why_not():
     unaccounted = [
         str(b)
-        for b in BLOCKS
-        if not not_run_entry(b)
-        and not (b.language == "python" and (is_settings(b) or check_for(b)))
+        for b in PYTHON
+        if not b.not_run
+        and not is_settings(b)
+        and not check_for(b)
+        and b not in QUICK_START
     ]
     assert not unaccounted, (
-        f"{unaccounted}: give each a check in tests/test_readme.py, or list it "
-        "in NOT_RUN with the reason it cannot run"
+        f"{unaccounted}: give each a check in tests/test_readme.py, or mark it "
+        "'.. not run: REASON' right above it"
     )
-    stale = [key for key in NOT_RUN if not any(not_run_entry(b) == key for b in BLOCKS)]
-    stale += [m for m in CHECKS if not any(has_line(b, m) for b in PYTHON)]
-    assert not stale, f"{stale} match no block of README.rst any more"
+    run_and_marked = [str(b) for b in PYTHON if b.not_run and check_for(b)]
+    assert not run_and_marked, f"{run_and_marked} are marked not run, yet checked"
+    stale = [m for m in CHECKS if not any(has_line(b, m) for b in PYTHON)]
+    assert not stale, f"{stale} match no block of the docs any more"
+
+
+def test_docs_are_found_and_the_quick_start_is_readmes():
+    assert len(doc_files()) > 10
+    assert {b.path for b in PYTHON} > {README}
+    assert [b.section for b in QUICK_START] == ["Quick start"] * 4
+
+
+def test_readme_keeps_the_demo_and_test_commands():
+    """The commands a fresh machine with only Python runs, exactly as shown."""
+    readme_sh = [b.code for b in BLOCKS if b.path == README and b.language == "sh"]
+    assert DEMO_COMMAND in readme_sh
+    assert DEVELOPMENT_COMMAND in readme_sh
+
+
+#: Where README.rst links the docs: their Read the Docs address.
+DOCS_URL = "https://django-thread.readthedocs.io/en/latest/"
+
+
+def test_readme_links_every_docs_page_and_each_link_has_its_page():
+    readme = README.read_text()
+    linked = set(re.findall(re.escape(DOCS_URL) + r"([\w/-]+)\.html", readme))
+    pages = {
+        str(page.relative_to(DOCS).with_suffix(""))
+        for page in doc_files()[1:]
+        if page.name != "index.rst"
+    }
+    assert linked == pages, (
+        f"pages not linked: {sorted(pages - linked)}; "
+        f"links to no page: {sorted(linked - pages)}"
+    )
 
 
 def test_python_blocks_that_do_not_run_are_valid_python():
-    listed = [b for b in PYTHON if not_run_entry(b)]
+    listed = [b for b in PYTHON if b.not_run]
     assert listed  # the Celery receiver at least
     for block in listed:
         compile(block.code, str(block), "exec")
@@ -480,10 +418,10 @@ def test_python_blocks_that_do_not_run_are_valid_python():
             id=str(block),
         )
         for block in PYTHON
-        if check_for(block) and not not_run_entry(block)
+        if check_for(block)
     ],
 )
-def test_readme_python_block_runs(request, run_block, block):
+def test_docs_python_block_runs(request, run_block, block):
     check = check_for(block)
     arguments = {
         name: request.getfixturevalue(name)
@@ -493,11 +431,11 @@ def test_readme_python_block_runs(request, run_block, block):
     with contextlib.ExitStack() as stack:
         stack.enter_context(hang_guard(request.config))
         if TRANSACTIONAL[check]:  # else the test's transaction holds the connection
-            stack.enter_context(readme_sqlite_options(run_block))
+            stack.enter_context(docs_sqlite_options(run_block))
         check(run_block, block, **arguments)
 
 
-def project_settings_from_readme(
+def project_settings_from_docs(
     run_block: Callable[[Block], dict[str, Any]],
 ) -> tuple[str, dict[str, Any]]:
     """A settings module: testproject's, then each settings block in turn.
@@ -515,7 +453,7 @@ def project_settings_from_readme(
                 continue
             if name == "INSTALLED_APPS":
                 for app in value:
-                    # README.rst marks the backport "Django 5.2 only".
+                    # The docs mark the backport "Django 5.2 only".
                     skip = app == "django_tasks" and django.VERSION >= (6, 0)
                     if app is not Ellipsis and app not in apps and not skip:
                         apps.insert(apps.index("django_thread"), app)
@@ -555,21 +493,21 @@ print(json.dumps({
 """
 
 
-def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
-    """A project configured as README.rst says passes its checks, warnings too."""
+def test_docs_settings_pass_manage_py_check(run_block, tmp_path):
+    """A project configured as the docs say passes its checks, warnings too."""
     names = {
         node.targets[0].id for block in SETTINGS for node in ast.parse(block.code).body
     }
     assert {"INSTALLED_APPS", "DATABASES", "TASKS"} <= names
-    module, values = project_settings_from_readme(run_block)
-    (tmp_path / "readme_settings.py").write_text(module)
+    module, values = project_settings_from_docs(run_block)
+    (tmp_path / "docs_settings.py").write_text(module)
     checked = subprocess.run(
         [sys.executable, "-c", CHECK_THE_PROJECT],
         cwd=tmp_path,  # DATABASES names a relative db.sqlite3
         env={
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
-            "DJANGO_SETTINGS_MODULE": "readme_settings",
+            "DJANGO_SETTINGS_MODULE": "docs_settings",
         },
         capture_output=True,
         text=True,
@@ -587,8 +525,8 @@ def test_readme_settings_pass_manage_py_check(run_block, tmp_path):
     )
 
 
-def test_the_move_to_django_tasks_db_starts_from_the_readme_settings(run_block):
-    """The diff's old side is the README's TASKS, and its new side loads."""
+def test_the_move_to_django_tasks_db_starts_from_the_docs_settings(run_block):
+    """The diff's old side is the docs' TASKS, and its new side loads."""
     [diff] = [b for b in BLOCKS if b.language == "diff"]
 
     def side(dropped: str) -> dict[str, Any]:
