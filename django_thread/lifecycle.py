@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import ContextDecorator
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -49,6 +49,7 @@ from django_thread.thread_connections import (
     own_connections,
     put_back_lent_connections,
     run_direct_cleanup,
+    uninspectable_connections,
     unit_connections,
 )
 
@@ -123,16 +124,18 @@ def _djangos_housekeeping(
     about: str,
     sender: Any,
     send_signals: bool,
+    unreadable: Collection[str],
     *cleanups: Callable[[], object],
 ) -> None:
     """Django's receivers of a request signal, or, with signals off, its cleanups.
 
     ``cleanups`` are what Django's own receivers of ``signal`` do, called
     directly when ``DJANGO_THREAD_SEND_SIGNALS`` is off. Either way, the
-    connections another thread lent this one are out of their sight (see
+    connections another thread lent this one, and those named in
+    ``unreadable``, are out of their sight (see
     :func:`~django_thread.thread_connections.hide_lent_connections`).
     """
-    lent = hide_lent_connections()
+    lent = hide_lent_connections(unreadable)
     try:
         if send_signals:
             send_robustly(signal, sender, about)
@@ -151,11 +154,14 @@ def start_unit(sender: Any, send_signals: bool | None = None) -> None:
     """
     if send_signals is None:
         send_signals = _send_signals()
+    unreadable = uninspectable_connections(unit_connections())
+    _scope.unreadable = unreadable
     _djangos_housekeeping(
         request_started,
         "request_started",
         sender,
         send_signals,
+        unreadable,
         reset_queries,
         close_old_connections,
     )
@@ -168,7 +174,20 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
         send_signals = _send_signals()
     sharing.give_back()
     opened = unit_connections()
-    leaked = discard_leaked_transactions(opened) if opened else None
+    unreadable = getattr(_scope, "unreadable", None) or {}
+    _scope.unreadable = None
+    if opened:
+        unreadable = {**unreadable, **uninspectable_connections(opened)}
+    leaked = discard_leaked_transactions(opened, unreadable) if opened else None
+    if unreadable:
+        # Say only this: nothing is known about these connections, and
+        # nothing was done to them.
+        logger.warning(
+            "A unit of work sent by %r could not inspect its connection to "
+            "%s; it was left as it was",
+            sender,
+            ", ".join(f"{alias!r} ({why})" for alias, why in unreadable.items()),
+        )
     if leaked:
         logger.warning(
             "A unit of work sent by %r left a transaction open on %s; "
@@ -181,6 +200,7 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
         "request_finished",
         sender,
         send_signals,
+        unreadable,
         close_old_connections,
         close_caches,
     )
