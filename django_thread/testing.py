@@ -31,6 +31,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
+from asgiref.sync import sync_to_async
 from django.test.runner import DiscoverRunner as DjangoDiscoverRunner
 
 from django_thread import registry, sharing
@@ -64,12 +65,7 @@ class _SharedTestConnections:
         if isinstance(decorated, type):
             return cast(T, self._decorate_test_case(decorated))
         if inspect.iscoroutinefunction(decorated):
-            # Django runs an async test in an event loop thread, and its ORM
-            # calls in the test's thread: a wrapper could lend neither.
-            raise TypeError(
-                "share_test_connections does not support async tests: "
-                f"{decorated.__qualname__} is a coroutine function."
-            )
+            return cast(T, self._decorate_coroutine_function(decorated))
 
         @functools.wraps(decorated)
         def shared(*args: Any, **kwargs: Any) -> Any:
@@ -77,6 +73,28 @@ class _SharedTestConnections:
                 return decorated(*args, **kwargs)
 
         return cast(T, shared)
+
+    def _decorate_coroutine_function(
+        self, decorated: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        """Lend from the test's thread, not from the event loop's.
+
+        Django runs an async test with ``async_to_sync``: the coroutine in
+        an event loop on a thread of its own, and the ORM calls it makes
+        through ``sync_to_async`` in the test's thread, on the test's
+        connections. So those are the connections to lend, from that
+        thread, as the class form does from ``setUp()``.
+        """
+
+        @functools.wraps(decorated)
+        async def shared(*args: Any, **kwargs: Any) -> Any:
+            await sync_to_async(self.__enter__)()
+            try:
+                return await decorated(*args, **kwargs)
+            finally:
+                await sync_to_async(self.__exit__)(None, None, None)
+
+        return shared
 
     @staticmethod
     def _decorate_test_case(cls: Any) -> Any:

@@ -9,6 +9,7 @@ way README.rst says.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import unittest
@@ -427,12 +428,53 @@ def test_sharing_twice_from_one_thread_nests():
     assert not sharing.lending()
 
 
-def test_async_tests_are_refused_rather_than_never_run():
-    async def test_async() -> None:
-        pass
+class AsyncTestsShareToo(TestCase):
+    """An ``async def`` test, its method decorated: as a project would write it."""
 
-    with pytest.raises(TypeError, match="does not support async tests"):
-        share_test_connections(test_async)
+    databases = {"default", "postgres"}
+
+    async def bump_from_the_event_loop(self, using: str) -> None:
+        await Record.objects.using(using).acreate(name="order", value=0)
+        futures = [
+            asyncio.wrap_future(
+                background.executor.submit(background.bump, "order", using)
+            )
+            for _ in range(3)
+        ]
+        self.assertEqual(sorted(await asyncio.gather(*futures)), [1, 2, 3])
+        self.assertEqual(
+            (await Record.objects.using(using).aget(name="order")).value, 3
+        )
+
+    @share_test_connections
+    async def test_on_sqlite(self) -> None:
+        await self.bump_from_the_event_loop("default")
+
+    @share_test_connections()
+    async def test_on_postgresql(self) -> None:
+        await self.bump_from_the_event_loop("postgres")
+
+
+@share_test_connections
+class AsyncTestsOfASharedClass(AsyncTestsShareToo):
+    """The class form: the same async tests, undecorated."""
+
+    async def test_on_sqlite(self) -> None:
+        await self.bump_from_the_event_loop("default")
+
+    async def test_on_postgresql(self) -> None:
+        await self.bump_from_the_event_loop("postgres")
+
+
+@outside_the_test_transaction
+@pytest.mark.parametrize("case", [AsyncTestsShareToo, AsyncTestsOfASharedClass])
+def test_async_tests_share_as_sync_tests_do_and_leave_nothing(case):
+    # Before: the method form raised TypeError when the class was defined.
+    result = run_test_case(case)
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert result.testsRun == 2
+    assert not Record.objects.exists()
+    assert not Record.objects.using("postgres").exists()
 
 
 class WorkOutlivingItsTestTests(TestCase):
