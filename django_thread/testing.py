@@ -152,11 +152,43 @@ def release_worker_connections() -> None:
 
 
 class ReleaseConnectionsMixin:
-    """A test runner mixin: workers close their connections before teardown."""
+    """A test runner mixin: workers close their connections before teardown.
+
+    It works before or after Django's ``DiscoverRunner`` in the bases.
+    Listed after it, its ``teardown_databases`` would never run (Django's
+    does not call ``super()``), and PostgreSQL would refuse to drop the test
+    databases: so such a class gets the release put in front of the
+    ``teardown_databases`` it would otherwise run.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if DjangoDiscoverRunner not in mro:
+            return
+        shadowing = mro[: mro.index(DjangoDiscoverRunner)]
+        if ReleaseConnectionsMixin in shadowing or any(
+            getattr(vars(base).get("teardown_databases"), _RELEASES, False)
+            for base in shadowing
+        ):
+            return  # the release runs already, through super() or a base
+        teardown = cls.teardown_databases
+
+        @functools.wraps(teardown)
+        def teardown_databases(self: Any, old_config: Any, **kwargs: Any) -> None:
+            release_worker_connections()
+            teardown(self, old_config, **kwargs)
+
+        setattr(teardown_databases, _RELEASES, True)
+        cls.teardown_databases = teardown_databases  # type: ignore[method-assign]
 
     def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
         release_worker_connections()
         super().teardown_databases(old_config, **kwargs)  # type: ignore[misc]
+
+
+#: Marks a ``teardown_databases`` that releases workers' connections first.
+_RELEASES = "releases_worker_connections"
 
 
 class DiscoverRunner(ReleaseConnectionsMixin, DjangoDiscoverRunner):

@@ -29,9 +29,12 @@ _databases = itertools.count()
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 
 
-def run_project(database: str, *command: str) -> subprocess.CompletedProcess[str]:
+def run_project(
+    database: str, *command: str, **environ: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
+        **environ,
         "PROJECT_DATABASE": database,
         "PROJECT_TEST_DATABASE": f"test_django_thread_project_{os.getpid()}_"
         f"{next(_databases)}",
@@ -97,6 +100,22 @@ def test_pytest_session_passes_and_tears_down_cleanly(database):
 
 def test_manage_py_test_passes_and_tears_down_cleanly(database):
     result = run_project(database, *MANAGE_PY_TEST)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Ran 2 tests" in output and "\nOK" in output, output
+    assert REFUSED not in output
+
+
+def test_a_runner_with_the_mixin_after_discover_runner_tears_down_cleanly():
+    # Before: Django's teardown_databases shadowed the mixin's, and
+    # PostgreSQL refused to drop the test database.
+    if not test_settings.POSTGRES_URL:
+        pytest.skip("needs DJANGO_THREAD_TEST_POSTGRES, a server both processes see")
+    result = run_project(
+        test_settings.POSTGRES_URL,
+        *MANAGE_PY_TEST,
+        PROJECT_TEST_RUNNER="tests.projects.runners.MixinSecondRunner",
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Ran 2 tests" in output and "\nOK" in output, output
