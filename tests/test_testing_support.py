@@ -20,6 +20,7 @@ from django.db import connections, transaction
 from django.test import TestCase, override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
+from django_thread.tasks.compat import TaskResultDoesNotExist
 from django_thread.testing import share_test_connections
 from testproject.jobs.models import Record
 from tests import background
@@ -169,6 +170,29 @@ class TasksTests(TestCase):
         self.assertEqual(len(callbacks), 1)
         callbacks[0]()  # what the commit would do
         self.assertEqual(finished(result).return_value, 1)
+
+
+THREAD_POOL_TASKS = {"default": {"BACKEND": "django_thread.tasks.ThreadPoolBackend"}}
+WITHOUT_THE_HELPER = "inside a TestCase's transaction, which never commits"
+
+
+@pytest.mark.django_db  # TestCase's transaction
+@override_settings(TASKS=THREAD_POOL_TASKS)
+def test_a_task_enqueued_in_a_test_case_without_the_helper_says_what_is_missing():
+    result = background.bump_task.enqueue("order")
+    assert result.enqueued_at is None  # waiting for the commit
+    with pytest.raises(TaskResultDoesNotExist) as missing:
+        background.bump_task.get_result(result.id)
+    assert WITHOUT_THE_HELPER in str(missing.value)
+    assert "django_thread.testing.share_test_connections" in str(missing.value)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(TASKS=THREAD_POOL_TASKS)
+def test_outside_a_test_case_a_missing_result_does_not_blame_it():
+    with pytest.raises(TaskResultDoesNotExist) as missing:
+        background.bump_task.get_result("no-such-id")
+    assert WITHOUT_THE_HELPER not in str(missing.value)
 
 
 @pytest.fixture(params=list(DATABASES.values()), ids=list(DATABASES))

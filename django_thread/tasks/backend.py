@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
-from django.db import transaction
+from django.db import connections, transaction
 
 from django_thread import sharing
 from django_thread.internals import new_task_result
@@ -130,6 +130,15 @@ class ThreadPoolBackend(BaseTaskBackend):
         """Why a result may be missing: the first question after a miss."""
         options = self.options if isinstance(self.options, Mapping) else {}
         values = {**DEFAULT_OPTIONS, **options}
+        in_test_case = ""
+        database = values["DATABASE"]
+        if database in connections and sharing.unshared_test_transaction_open(database):
+            in_test_case = (
+                " This thread is inside a TestCase's transaction, which never "
+                "commits: a task enqueued in it never runs. Decorate the test "
+                "with django_thread.testing.share_test_connections (with "
+                "pytest-django, request its share_test_connections fixture)."
+            )
         return (
             f"No result {result_id!r} in task backend {self.alias!r} of process "
             f"{os.getpid()}. ThreadPoolBackend keeps results only in the memory "
@@ -138,7 +147,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             f"results are dropped after RESULT_TTL={values['RESULT_TTL']!r} "
             f"seconds, and beyond the newest MAX_RESULTS={values['MAX_RESULTS']!r}. "
             "A task enqueued inside transaction.atomic() has no result until "
-            "the commit, and none after a rollback."
+            "the commit, and none after a rollback." + in_test_case
         )
 
     async def aget_result(self, result_id: str) -> TaskResult[Any, Any]:
