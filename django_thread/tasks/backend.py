@@ -158,7 +158,7 @@ class ThreadPoolBackend(BaseTaskBackend):
         from django.apps import apps
 
         messages = list(super().check(**kwargs))
-        messages += option_errors(self.options, self.queues)
+        messages += option_errors(self.alias, self.options, self.queues)
         if not apps.is_installed("django_thread"):
             messages.append(
                 checks.Error(
