@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 
 from django_thread import sharing
@@ -155,20 +156,45 @@ class ThreadPoolBackend(BaseTaskBackend):
         return self.get_result(result_id)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        from django.apps import apps
-
         messages = list(super().check(**kwargs))
         messages += option_errors(self.alias, self.options, self.queues)
-        if not apps.is_installed("django_thread"):
-            messages.append(
-                checks.Error(
-                    f"Task backend {self.alias!r} is a ThreadPoolBackend, but "
-                    "django_thread is not in INSTALLED_APPS.",
-                    hint="Add 'django_thread' to INSTALLED_APPS.",
-                    id=E_APP_NOT_INSTALLED,
-                )
-            )
+        messages += self._app_errors()
         return messages
+
+    #: Set once validate_task() found django_thread installed.
+    _app_seen_installed = False
+
+    def validate_task(self, task: Any) -> None:
+        """The framework's validation, and E109 raised where checks miss it.
+
+        Without django_thread in INSTALLED_APPS nothing registers the Tasks
+        framework's check before ``manage.py check`` collects the checks
+        (Django 6 registers it when ``django.tasks`` is imported, the 5.2
+        backport when its app is ready). A tasks module imported through
+        the URLconf is imported by a check that is already running, too
+        late for the framework's. But ``@task`` validates its task when the
+        module is imported, so the error surfaces here, wherever the module
+        is imported, rather than at the first ``enqueue()``.
+        """
+        super().validate_task(task)
+        if not self._app_seen_installed:
+            for error in self._app_errors():
+                raise ImproperlyConfigured(f"{error.msg} {error.hint} ({error.id})")
+            self._app_seen_installed = True
+
+    def _app_errors(self) -> list[checks.CheckMessage]:
+        from django.apps import apps
+
+        if apps.is_installed("django_thread"):
+            return []
+        return [
+            checks.Error(
+                f"Task backend {self.alias!r} is a ThreadPoolBackend, but "
+                "django_thread is not in INSTALLED_APPS.",
+                hint="Add 'django_thread' to INSTALLED_APPS.",
+                id=E_APP_NOT_INSTALLED,
+            )
+        ]
 
     def _pool(self) -> Pool:
         return pool_for(self.alias, self.options, self.queues, type(self))

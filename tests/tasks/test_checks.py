@@ -63,8 +63,7 @@ def test_with_two_backends_each_message_names_its_alias():
         for alias in ("default", "emails"):
             (message,) = tm.task_backends[alias].check()
             assert message.msg == (
-                f"Task backend {alias!r}: WORKERS must be an int of at least 1, "
-                "not 0."
+                f"Task backend {alias!r}: WORKERS must be an int of at least 1, not 0."
             )
 
 
