@@ -303,7 +303,7 @@ def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitO
 
     or as a decorator, with or without parentheses, as
     ``transaction.atomic`` is: ``@unit_of_work`` or ``@unit_of_work()``.
-    ``sender`` is the ``sender`` of the request signals (default:
+    ``sender`` (keyword-only) is the ``sender`` of the request signals (default:
     ``unit_of_work`` itself). A unit nested in another unit on the same
     thread is part of the outer one and does nothing of its own. Entering a
     unit while this thread has a transaction open (inside
@@ -313,9 +313,16 @@ def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitO
     """
     if func is None:
         return UnitOfWork(sender)
-    if not callable(func):
+    if not callable(func) or isinstance(func, type):
+        # A class is callable, but the decorated "function" would replace
+        # it: @unit_of_work(Consumer) is a sender passed positionally.
         raise TypeError(
-            f"unit_of_work() takes a function to decorate, not {func!r}; "
-            "pass a sender by keyword: unit_of_work(sender=...)"
+            f"unit_of_work() takes a function to decorate, not {func!r}: "
+            f"sender is keyword-only, unit_of_work(sender={_name_of(func)})"
         )
     return UnitOfWork(sender)(func)
+
+
+def _name_of(sender: Any) -> str:
+    """How the user wrote ``sender``, for the corrected call in a message."""
+    return getattr(sender, "__qualname__", None) or repr(sender)

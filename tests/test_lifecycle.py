@@ -349,5 +349,21 @@ def test_bare_unit_of_work_decorator_stays_transparent_when_nested(alias):
 
 
 def test_unit_of_work_refuses_a_positional_non_callable():
-    with pytest.raises(TypeError, match="sender=..."):
+    with pytest.raises(TypeError, match="sender is keyword-only"):
         unit_of_work("a sender")  # type: ignore[call-overload]
+
+
+def test_a_sender_class_passed_positionally_is_refused_with_the_fix():
+    # Before: the class was "decorated", and the decorator then called it
+    # with the function: TypeError: Consumer() takes no arguments.
+    class Consumer:
+        pass
+
+    with pytest.raises(
+        TypeError,
+        match=r"sender is keyword-only, unit_of_work\(sender=.*Consumer\)",
+    ):
+
+        @unit_of_work(Consumer)
+        def handle() -> None:
+            pass
