@@ -137,6 +137,8 @@ def share_test_connections(test: Any = None) -> Any:
     blocks, Tasks-backend tasks) sees the test's uncommitted rows, its writes
     roll back with the test, and SQLite's in-memory test database works.
     Units use the database one at a time; use it in the test's own thread.
+    An ``async def`` test lends the connections of the thread its ORM calls
+    run in: under ``TestCase``, the test's own.
     """
     scope = _SharedTestConnections()
     return scope if test is None else scope(test)
