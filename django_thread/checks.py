@@ -30,7 +30,7 @@ KNOWN_SETTINGS = [*BOOLEAN_SETTINGS, "DJANGO_THREAD_STOP_TIMEOUT"]
 def unknown_name_hint(
     name: str, known: Iterable[str], kind: str, prefix: str = ""
 ) -> str:
-    """ "Did you mean X?" for a near miss of a known name, else the known names.
+    """An unknown name's hint: the known name it nearly is, else all of them.
 
     Names are compared without their shared ``prefix``, which would match
     anything, and whatever their case.

@@ -325,4 +325,4 @@ def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitO
 
 def _name_of(sender: Any) -> str:
     """How the user wrote ``sender``, for the corrected call in a message."""
-    return getattr(sender, "__qualname__", None) or repr(sender)
+    return getattr(sender, "__name__", None) or repr(sender)
