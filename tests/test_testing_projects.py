@@ -144,7 +144,7 @@ def test_work_in_a_test_without_database_access_logs_nothing_false():
     result = run_project(
         test_settings.POSTGRES_URL,
         *pytest_command(
-            "-o", "log_cli=true", "--log-cli-level=DEBUG", suite=UNMARKED_SUITE
+            "-o", "log_cli=true", "--log-cli-level=INFO", suite=UNMARKED_SUITE
         ),
     )
     output = result.stdout + result.stderr
