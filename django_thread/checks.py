@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -24,6 +25,25 @@ UNKNOWN_SETTING = "django_thread.E005"
 STOP_TIMEOUT = "django_thread.E006"
 #: Every setting django_thread reads.
 KNOWN_SETTINGS = [*BOOLEAN_SETTINGS, "DJANGO_THREAD_STOP_TIMEOUT"]
+
+
+def unknown_name_hint(
+    name: str, known: Iterable[str], kind: str, prefix: str = ""
+) -> str:
+    """An unknown name's hint: the known name it nearly is, else all of them.
+
+    Names are compared without their shared ``prefix``, which would match
+    anything, and whatever their case.
+    """
+    known_by_key = {
+        known_name[len(prefix) :].casefold(): known_name for known_name in known
+    }
+    close = difflib.get_close_matches(
+        name[len(prefix) :].casefold(), list(known_by_key), n=1
+    )
+    if close:
+        return f"Did you mean {known_by_key[close[0]]}?"
+    return f"Known {kind}: " + ", ".join(sorted(known_by_key.values())) + "."
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -57,14 +77,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     for name in dir(settings):
         if name.startswith(PREFIX) and name not in KNOWN_SETTINGS:
-            # Compare without the shared prefix, which would match anything.
-            known = [known[len(PREFIX) :] for known in KNOWN_SETTINGS]
-            close = difflib.get_close_matches(name[len(PREFIX) :], known, n=1)
-            hint = (
-                f"Did you mean {PREFIX}{close[0]}?"
-                if close
-                else ("Known settings: " + ", ".join(sorted(KNOWN_SETTINGS)) + ".")
-            )
+            hint = unknown_name_hint(name, KNOWN_SETTINGS, "settings", PREFIX)
             errors.append(
                 Error(
                     f"Unknown setting {name}: django_thread would ignore it.",

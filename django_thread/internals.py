@@ -141,14 +141,19 @@ def wrap_transaction_stacks(
     return undo
 
 
-def only_testcase_atomic_blocks(connection: BaseDatabaseWrapper) -> bool:
-    """Whether every open atomic() block is one ``TestCase`` opened itself."""
+def testcase_atomic_blocks(connection: BaseDatabaseWrapper) -> list[bool]:
+    """For each open atomic() block, whether ``TestCase`` opened it itself."""
     # TestCase._enter_atomics sets Atomic._from_testcase; Django's own check
     # for durable blocks reads it from connection.atomic_blocks the same way.
     # Checked on Django 5.2, 6.0, 6.1 (pytest-django's db uses TestCase).
-    return all(
+    return [
         getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
-    )
+    ]
+
+
+def only_testcase_atomic_blocks(connection: BaseDatabaseWrapper) -> bool:
+    """Whether every open atomic() block is one ``TestCase`` opened itself."""
+    return all(testcase_atomic_blocks(connection))
 
 
 def set_task_return_value(result: TaskResult[Any, Any], value: Any) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import ContextDecorator
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -48,6 +48,7 @@ from django_thread.thread_connections import (
     in_transaction,
     put_back_lent_connections,
     run_direct_cleanup,
+    uninspectable_connections,
     unit_connections,
     unlent_connections,
 )
@@ -131,16 +132,18 @@ def _djangos_housekeeping(
     about: str,
     sender: Any,
     send_signals: bool,
+    unreadable: Collection[str],
     *cleanups: Callable[[], object],
 ) -> None:
     """Django's receivers of a request signal, or, with signals off, its cleanups.
 
     ``cleanups`` are what Django's own receivers of ``signal`` do, called
     directly when ``DJANGO_THREAD_SEND_SIGNALS`` is off. Either way, the
-    connections another thread lent this one are out of their sight (see
+    connections another thread lent this one, and those named in
+    ``unreadable``, are out of their sight (see
     :func:`~django_thread.thread_connections.hide_lent_connections`).
     """
-    lent = hide_lent_connections()
+    lent = hide_lent_connections(unreadable)
     try:
         if send_signals:
             send_robustly(signal, sender, about)
@@ -159,11 +162,14 @@ def start_unit(sender: Any, send_signals: bool | None = None) -> None:
     """
     if send_signals is None:
         send_signals = _send_signals()
+    unreadable = uninspectable_connections(unit_connections())
+    _scope.unreadable = unreadable
     _djangos_housekeeping(
         request_started,
         "request_started",
         sender,
         send_signals,
+        unreadable,
         reset_queries,
         close_old_connections,
     )
@@ -176,7 +182,20 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
         send_signals = _send_signals()
     sharing.give_back()
     opened = unit_connections()
-    leaked = discard_leaked_transactions(opened) if opened else None
+    unreadable = getattr(_scope, "unreadable", None) or {}
+    _scope.unreadable = None
+    if opened:
+        unreadable = {**unreadable, **uninspectable_connections(opened)}
+    leaked = discard_leaked_transactions(opened, unreadable) if opened else None
+    if unreadable:
+        # Say only this: nothing is known about these connections, and
+        # nothing was done to them.
+        logger.warning(
+            "A unit of work sent by %r could not inspect its connection to "
+            "%s; it was left as it was",
+            sender,
+            ", ".join(f"{alias!r} ({why})" for alias, why in unreadable.items()),
+        )
     if leaked:
         logger.warning(
             "A unit of work sent by %r left a transaction open on %s; "
@@ -189,6 +208,7 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
         "request_finished",
         sender,
         send_signals,
+        unreadable,
         close_old_connections,
         close_caches,
     )
@@ -291,7 +311,7 @@ def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitO
 
     or as a decorator, with or without parentheses, as
     ``transaction.atomic`` is: ``@unit_of_work`` or ``@unit_of_work()``.
-    ``sender`` is the ``sender`` of the request signals (default:
+    ``sender`` (keyword-only) is the ``sender`` of the request signals (default:
     ``unit_of_work`` itself). A unit nested in another unit on the same
     thread is part of the outer one and does nothing of its own. Entering a
     unit while this thread has a transaction open (inside
@@ -301,9 +321,16 @@ def unit_of_work(func: _F | None = None, /, *, sender: Any = None) -> _F | UnitO
     """
     if func is None:
         return UnitOfWork(sender)
-    if not callable(func):
+    if not callable(func) or isinstance(func, type):
+        # A class is callable, but the decorated "function" would replace
+        # it: @unit_of_work(Consumer) is a sender passed positionally.
         raise TypeError(
-            f"unit_of_work() takes a function to decorate, not {func!r}; "
-            "pass a sender by keyword: unit_of_work(sender=...)"
+            f"unit_of_work() takes a function to decorate, not {func!r}: "
+            f"sender is keyword-only, unit_of_work(sender={_name_of(func)})"
         )
     return UnitOfWork(sender)(func)
+
+
+def _name_of(sender: Any) -> str:
+    """How the user wrote ``sender``, for the corrected call in a message."""
+    return getattr(sender, "__name__", None) or repr(sender)

@@ -50,7 +50,8 @@ def _release_worker_connections(django_db_blocker: Any) -> None:
     """As pytest-django tears the databases down: with database access allowed.
 
     The workers' cleanup reads their connections' state, which pytest-django
-    forbids outside a test otherwise, and would then discard them unclosed.
+    forbids outside a test otherwise: it could not tell whether a worker left
+    a transaction open.
     """
     from django_thread.testing import release_worker_connections
 

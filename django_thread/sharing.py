@@ -56,6 +56,7 @@ from django_thread.internals import (
     initialized_connections,
     lend_connection,
     only_testcase_atomic_blocks,
+    testcase_atomic_blocks,
     wrap_transaction_stacks,
 )
 
@@ -459,6 +460,14 @@ def _put_own_back() -> None:
 
 
 # --- What lending changes for the Tasks backend -----------------------------
+
+
+def unshared_test_transaction_open(alias: str) -> bool:
+    """Whether this thread is inside a ``TestCase`` that does not lend its connections.
+
+    A task enqueued there waits for a commit that never comes.
+    """
+    return _lending is None and any(testcase_atomic_blocks(connections[alias]))
 
 
 def only_test_transaction_open(alias: str) -> bool:

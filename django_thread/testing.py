@@ -31,6 +31,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
+from asgiref.sync import sync_to_async
 from django.test.runner import DiscoverRunner as DjangoDiscoverRunner
 
 from django_thread import registry, sharing
@@ -64,12 +65,7 @@ class _SharedTestConnections:
         if isinstance(decorated, type):
             return cast(T, self._decorate_test_case(decorated))
         if inspect.iscoroutinefunction(decorated):
-            # Django runs an async test in an event loop thread, and its ORM
-            # calls in the test's thread: a wrapper could lend neither.
-            raise TypeError(
-                "share_test_connections does not support async tests: "
-                f"{decorated.__qualname__} is a coroutine function."
-            )
+            return cast(T, self._decorate_coroutine_function(decorated))
 
         @functools.wraps(decorated)
         def shared(*args: Any, **kwargs: Any) -> Any:
@@ -77,6 +73,28 @@ class _SharedTestConnections:
                 return decorated(*args, **kwargs)
 
         return cast(T, shared)
+
+    def _decorate_coroutine_function(
+        self, decorated: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        """Lend from the test's thread, not from the event loop's.
+
+        Django runs an async test with ``async_to_sync``: the coroutine in
+        an event loop on a thread of its own, and the ORM calls it makes
+        through ``sync_to_async`` in the test's thread, on the test's
+        connections. So those are the connections to lend, from that
+        thread, as the class form does from ``setUp()``.
+        """
+
+        @functools.wraps(decorated)
+        async def shared(*args: Any, **kwargs: Any) -> Any:
+            await sync_to_async(self.__enter__)()
+            try:
+                return await decorated(*args, **kwargs)
+            finally:
+                await sync_to_async(self.__exit__)(None, None, None)
+
+        return shared
 
     @staticmethod
     def _decorate_test_case(cls: Any) -> Any:
@@ -119,6 +137,8 @@ def share_test_connections(test: Any = None) -> Any:
     blocks, Tasks-backend tasks) sees the test's uncommitted rows, its writes
     roll back with the test, and SQLite's in-memory test database works.
     Units use the database one at a time; use it in the test's own thread.
+    An ``async def`` test lends the connections of the thread its ORM calls
+    run in: under ``TestCase``, the test's own.
     """
     scope = _SharedTestConnections()
     return scope if test is None else scope(test)
@@ -134,11 +154,43 @@ def release_worker_connections() -> None:
 
 
 class ReleaseConnectionsMixin:
-    """A test runner mixin: workers close their connections before teardown."""
+    """A test runner mixin: workers close their connections before teardown.
+
+    It works before or after Django's ``DiscoverRunner`` in the bases.
+    Listed after it, its ``teardown_databases`` would never run (Django's
+    does not call ``super()``), and PostgreSQL would refuse to drop the test
+    databases: so such a class gets the release put in front of the
+    ``teardown_databases`` it would otherwise run.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if DjangoDiscoverRunner not in mro:
+            return
+        shadowing = mro[: mro.index(DjangoDiscoverRunner)]
+        if ReleaseConnectionsMixin in shadowing or any(
+            getattr(vars(base).get("teardown_databases"), _RELEASES, False)
+            for base in shadowing
+        ):
+            return  # the release runs already, through super() or a base
+        teardown = cls.teardown_databases
+
+        @functools.wraps(teardown)
+        def teardown_databases(self: Any, old_config: Any, **kwargs: Any) -> None:
+            release_worker_connections()
+            teardown(self, old_config, **kwargs)
+
+        setattr(teardown_databases, _RELEASES, True)
+        cls.teardown_databases = teardown_databases  # type: ignore[method-assign]
 
     def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
         release_worker_connections()
         super().teardown_databases(old_config, **kwargs)  # type: ignore[misc]
+
+
+#: Marks a ``teardown_databases`` that releases workers' connections first.
+_RELEASES = "releases_worker_connections"
 
 
 class DiscoverRunner(ReleaseConnectionsMixin, DjangoDiscoverRunner):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -127,18 +127,44 @@ def _close(connection: BaseDatabaseWrapper) -> None:
         close_in_memory_database_handle(connection)
 
 
+def uninspectable_connections(
+    candidates: Sequence[BaseDatabaseWrapper],
+) -> dict[str, str]:
+    """The open connections whose state cannot be read now, with the reason.
+
+    Reading whether a connection is in a transaction goes through
+    ``ensure_connection()``, which a test framework may forbid: pytest-django
+    replaces it, in every thread, during a test without database access,
+    while a worker still holds the connection an earlier test made it open.
+    Nothing is known about such a connection, so nothing is done to it, and
+    it is kept out of Django's housekeeping, which would raise on it.
+    """
+    unreadable = {}
+    for connection in candidates:
+        if not is_connected(connection):
+            continue
+        try:
+            connection.get_autocommit()
+        except Exception as exc:
+            unreadable[connection.alias] = f"{type(exc).__name__}: {exc}"
+    return unreadable
+
+
 def discard_leaked_transactions(
     opened: Sequence[BaseDatabaseWrapper] | None = None,
+    skip: Collection[str] = (),
 ) -> list[str]:
-    """Roll back every transaction a unit left open; return the aliases."""
+    """Roll back every transaction a unit left open; return the aliases.
+
+    ``skip`` names connections whose state cannot be read (see
+    :func:`uninspectable_connections`), unless an ``atomic()`` block, which
+    is read without the database, shows them in a transaction.
+    """
     leaked = []
     for connection in unlent_connections() if opened is None else opened:
-        try:
-            is_leaked = in_transaction(connection)
-        except Exception:
-            # The state cannot even be read: the connection is beyond use.
-            is_leaked = True
-        if is_leaked:
+        if connection.alias in skip and not in_atomic_block(connection):
+            continue
+        if in_transaction(connection):
             leaked.append(connection.alias)
             discard_connection(connection)
     return leaked
@@ -150,7 +176,8 @@ def close_thread_connections() -> None:
     Without this, a finished thread's connections stay open until the garbage
     collector happens to break the wrapper's reference cycles.
     """
-    discard_leaked_transactions()
+    unlent = unlent_connections()
+    discard_leaked_transactions(unlent, skip=uninspectable_connections(unlent))
     for connection in unlent_connections():
         try:
             _close(connection)
@@ -280,15 +307,21 @@ def _lent_here() -> list[BaseDatabaseWrapper]:
     return [c for c in initialized_connections() if shared_from_another_thread(c)]
 
 
-def hide_lent_connections() -> list[BaseDatabaseWrapper]:
+def hide_lent_connections(
+    unreadable: Collection[str] = (),
+) -> list[BaseDatabaseWrapper]:
     """Take lent connections out of this thread's handler, for Django's receivers.
 
     ``close_old_connections`` would close a connection another thread lent
     this one: inside ``TestCase`` the test's looks "in a transaction" to it.
     (Django's test client disconnects that receiver around a request for
-    the same reason.) Returns them, for :func:`put_back_lent_connections`.
+    the same reason.) The connections named in ``unreadable`` go too: it
+    would raise on them (see :func:`uninspectable_connections`). Returns
+    them, for :func:`put_back_lent_connections`.
     """
     lent = _lent_here()
+    if unreadable:
+        lent += [c for c in unlent_connections() if c.alias in unreadable]
     for connection in lent:
         forget_connection(connection.alias)
     return lent

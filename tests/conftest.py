@@ -10,7 +10,7 @@ that tests import (counting and killing connections, ...) are in
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from django.db import connections
@@ -58,10 +58,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             )
 
 
+#: The reason MariaDB tests are skipped in this run, once probed and found so.
+_mariadb_skip_reason: str | None = None
+
+
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Give each database-parametrized test a transactional db on its alias."""
+    global _mariadb_skip_reason
     mariadb_reason: str | None | bool = False  # False: not probed yet
     for item in items:
         params = getattr(item, "callspec", None)
@@ -78,11 +83,35 @@ def pytest_collection_modifyitems(
             if mariadb_reason:
                 # No database marker: pytest-django sets up a test database
                 # for every alias any collected test names, skipped or not.
-                item.add_marker(pytest.mark.skip(reason=str(mariadb_reason)))
+                _mariadb_skip_reason = str(mariadb_reason)
+                item.add_marker(pytest.mark.skip(reason=_mariadb_skip_reason))
                 continue
         # SQLite ("default") is cheap to flush and lets a test touch two aliases.
         databases = sorted({alias, "default"})
         item.add_marker(pytest.mark.django_db(transaction=True, databases=databases))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Report every MariaDB skip from one place, so ``-ra`` folds them into one line.
+
+    pytest folds skips by location and reason, and a skip mark's location
+    is its test's: one line per test function, each with the same reason.
+    """
+    report = yield
+    longrepr = report.longrepr
+    if (
+        report.skipped
+        and _mariadb_skip_reason is not None
+        and isinstance(longrepr, tuple)
+        and longrepr[2] == f"Skipped: {_mariadb_skip_reason}"
+    ):
+        # No line: pytest drops it anyway for some skip marks, and would then
+        # fold those apart from the rest.
+        report.longrepr = (__file__, None, longrepr[2])  # type: ignore[assignment]
+    return report
 
 
 _skipped: list[str] = []

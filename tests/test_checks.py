@@ -120,3 +120,58 @@ def test_manage_py_check_reports_bad_task_options_in_a_minimal_project(apps, tmp
     assert "django_thread.E103" in checked.stderr  # WORKERS = "four"
     assert "django_thread.E102" in checked.stderr  # BOGUS
     assert "no issues" not in checked.stdout
+
+
+URLCONF_IMPORTS_TASKS_PROJECT = {
+    "e109_settings.py": """
+SECRET_KEY = "x"
+INSTALLED_APPS = {apps!r}
+DATABASES = {{
+    "default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+}}
+ROOT_URLCONF = "e109_urls"
+TASKS = {{"default": {{"BACKEND": "django_thread.tasks.ThreadPoolBackend"}}}}
+""",
+    "e109_urls.py": "import e109_tasks  # noqa: F401\n\nurlpatterns = []\n",
+    "e109_tasks.py": """
+try:
+    from django.tasks import task
+except ImportError:
+    from django_tasks import task
+
+
+@task
+def add(a, b):
+    return a + b
+""",
+}
+
+# Without django_thread: nothing else, or on Django 5.2 the backport's app.
+APPS_WITHOUT_DJANGO_THREAD = [[], ["django_tasks"]] if django.VERSION < (6, 0) else [[]]
+
+
+@pytest.mark.parametrize(
+    "apps", APPS_WITHOUT_DJANGO_THREAD, ids=lambda apps: "+".join(apps) or "none"
+)
+def test_manage_py_check_without_the_app_fails_with_e109(apps, tmp_path):
+    # Before: the URLconf imported the tasks module, and with it the Tasks
+    # framework's check, while the checks already ran: "no issues".
+    for name, text in URLCONF_IMPORTS_TASKS_PROJECT.items():
+        (tmp_path / name).write_text(text.format(apps=apps))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
+        "DJANGO_SETTINGS_MODULE": "e109_settings",
+    }
+    checked = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = checked.stdout + checked.stderr
+    assert checked.returncode != 0, output
+    assert "no issues" not in output
+    assert "django_thread.E109" in output
+    assert "Add 'django_thread' to INSTALLED_APPS" in output

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -140,3 +142,52 @@ def test_demo_on_postgresql_kills_only_its_own_connections():
     with own.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] == pid_before
+
+
+def readme_outro() -> list[str]:
+    """The last lines of the demo's SQLite output, as the docs show them."""
+    page = (REPO / "docs" / "why.rst").read_text()
+    section = page.split("\nOn PostgreSQL (")[0]
+    lines = [line[4:] for line in section.rstrip().splitlines()]
+    start = [n for n, line in enumerate(lines) if line.startswith("To run it")]
+    return lines[start[0] :]
+
+
+def test_the_postgresql_hint_is_the_readmes_and_runs_as_printed(tmp_path):
+    # As README.rst's first command sets it up: a .venv in the clone, the demo
+    # run with .venv/bin/python. Before: the hint said "python", and gave no
+    # driver, which `pip install -e .` does not install.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "testproject").symlink_to(REPO / "testproject")
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(clone / ".venv")],
+        check=True,
+        timeout=120,
+    )
+    packages = {sysconfig.get_path("purelib"), *site.getsitepackages()}
+    env = {
+        **os.environ,
+        # This run's packages, and the project from this checkout.
+        "PYTHONPATH": os.pathsep.join([str(REPO), *sorted(packages)]),
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "TESTPROJECT_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+    }
+    process = subprocess.run(
+        [".venv/bin/python", "testproject/manage.py", "demo"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    lines = process.stdout.rstrip().splitlines()
+    outro = lines[lines.index(readme_outro()[0]) :]
+    assert outro == readme_outro()
+    install, run = outro[1].split(), outro[2].split()
+    # The printed interpreter is the one that ran the demo, and the package
+    # named is a PostgreSQL driver Django loads.
+    assert install[:4] == [".venv/bin/python", "-m", "pip", "install"]
+    assert install[4].strip('"') in {"psycopg[binary]", "psycopg"}
+    assert run[1:] == [".venv/bin/python", "testproject/manage.py", "demo"]

@@ -349,5 +349,58 @@ def test_bare_unit_of_work_decorator_stays_transparent_when_nested(alias):
 
 
 def test_unit_of_work_refuses_a_positional_non_callable():
-    with pytest.raises(TypeError, match="sender=..."):
+    with pytest.raises(TypeError, match="sender is keyword-only"):
         unit_of_work("a sender")  # type: ignore[call-overload]
+
+
+def test_a_sender_class_passed_positionally_is_refused_with_the_fix():
+    # Before: the class was "decorated", and the decorator then called it
+    # with the function: TypeError: Consumer() takes no arguments.
+    class Consumer:
+        pass
+
+    with pytest.raises(
+        TypeError,
+        match=r"sender is keyword-only, unit_of_work\(sender=Consumer\)",
+    ):
+
+        @unit_of_work(Consumer)
+        def handle() -> None:
+            pass
+
+
+def test_a_unit_that_cannot_read_its_connection_says_so_and_leaves_it(
+    alias, django_db_blocker, caplog
+):
+    # pytest-django's blocker, as in a test without database access, while a
+    # worker keeps the connection an earlier test made it open. Before:
+    # Django's receivers raised, and the unit discarded the connection,
+    # logging a transaction it had never opened.
+    with ThreadPoolExecutor(max_workers=1, persistent_connections=True) as executor:
+
+        def connect():
+            connections[alias].ensure_connection()
+            return connections[alias]
+
+        wrapper = executor.submit(connect).result()
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG), django_db_blocker.block():
+            assert executor.submit(lambda: 1).result() == 1
+        assert [(r.name, r.levelname) for r in caplog.records] == [
+            ("django_thread", "WARNING")
+        ]
+        assert (
+            caplog.records[0]
+            .getMessage()
+            .endswith(
+                f"could not inspect its connection to {alias!r} (RuntimeError: "
+                'Database access not allowed, use the "django_db" mark, or the "db" '
+                'or "transactional_db" fixtures to enable it.); it was left as it was'
+            )
+        )
+        # Left as it was: the same open connection serves the next job.
+        assert wrapper.connection is not None
+        assert executor.submit(connect).result() is wrapper
+        assert (
+            executor.submit(lambda: Record.objects.using(alias).count()).result() == 0
+        )

@@ -43,6 +43,7 @@ from django.db import connections
 from django.test import RequestFactory, override_settings
 from django.utils.module_loading import import_string
 
+from django_thread import ThreadPoolExecutor
 from testproject.jobs.models import Record
 from testproject.jobs.tasks import record
 from tests.doc_blocks import (
@@ -339,6 +340,19 @@ def check_wait_for_a_task(run_block, block):
         result = namespace["wait_for"](record.enqueue("waited for"))
     assert result.status == "SUCCESSFUL", result.errors
     assert Record.objects.get().name == "waited for"
+
+
+@checks("class ProjectRunner(ReleaseConnectionsMixin, DiscoverRunner):")
+def check_project_runner(run_block, block):
+    runner = run_block(block)["ProjectRunner"]
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        worker = executor.submit(threading.current_thread).result(10)
+        runner().teardown_databases(old_config=[])  # no database to destroy
+        worker.join(10)
+        assert not worker.is_alive()  # the idle worker let its connections go
+    finally:
+        executor.shutdown()
 
 
 # -- The tests. ---------------------------------------------------------------

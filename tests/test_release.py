@@ -10,9 +10,11 @@ import threading
 
 import pytest
 from django.test import override_settings
+from django.test.runner import DiscoverRunner as DjangoDiscoverRunner
 
 from django_thread import ThreadPoolExecutor, registry
 from django_thread.tasks import reset_pools
+from django_thread.testing import ReleaseConnectionsMixin
 from testproject.jobs.models import Record
 from tests.helpers import database_settings, server_connection_count, wait_for
 from tests.tasks import tasks as tm
@@ -91,3 +93,33 @@ def test_busy_worker_releases_once_its_work_is_done(server_alias):
         finally:
             gate.set()
             executor.shutdown()
+
+
+class MixinSecondRunner(DjangoDiscoverRunner, ReleaseConnectionsMixin):
+    pass
+
+
+class MixinFirstRunner(ReleaseConnectionsMixin, DjangoDiscoverRunner):
+    pass
+
+
+class SubclassOfMixinSecondRunner(MixinSecondRunner):
+    def teardown_databases(self, old_config, **kwargs):
+        super().teardown_databases(old_config, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "runner", [MixinFirstRunner, MixinSecondRunner, SubclassOfMixinSecondRunner]
+)
+def test_the_runner_mixin_releases_before_or_after_discover_runner(runner):
+    # Before: with the mixin second, Django's teardown_databases shadowed it
+    # and the workers kept their connections.
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        worker = executor.submit(threading.current_thread).result(10)
+        runner().teardown_databases(old_config=[])  # no database to destroy
+        worker.join(10)
+        assert not worker.is_alive()
+        assert executor.submit(lambda: 1).result(10) == 1  # a new worker
+    finally:
+        executor.shutdown()

@@ -9,6 +9,7 @@ way README.rst says.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import unittest
@@ -19,6 +20,7 @@ from django.db import connections, transaction
 from django.test import TestCase, override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
+from django_thread.tasks.compat import TaskResultDoesNotExist
 from django_thread.testing import share_test_connections
 from testproject.jobs.models import Record
 from tests import background
@@ -168,6 +170,29 @@ class TasksTests(TestCase):
         self.assertEqual(len(callbacks), 1)
         callbacks[0]()  # what the commit would do
         self.assertEqual(finished(result).return_value, 1)
+
+
+THREAD_POOL_TASKS = {"default": {"BACKEND": "django_thread.tasks.ThreadPoolBackend"}}
+WITHOUT_THE_HELPER = "inside a TestCase's transaction, which never commits"
+
+
+@pytest.mark.django_db  # TestCase's transaction
+@override_settings(TASKS=THREAD_POOL_TASKS)
+def test_a_task_enqueued_in_a_test_case_without_the_helper_says_what_is_missing():
+    result = background.bump_task.enqueue("order")
+    assert result.enqueued_at is None  # waiting for the commit
+    with pytest.raises(TaskResultDoesNotExist) as missing:
+        background.bump_task.get_result(result.id)
+    assert WITHOUT_THE_HELPER in str(missing.value)
+    assert "django_thread.testing.share_test_connections" in str(missing.value)
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(TASKS=THREAD_POOL_TASKS)
+def test_outside_a_test_case_a_missing_result_does_not_blame_it():
+    with pytest.raises(TaskResultDoesNotExist) as missing:
+        background.bump_task.get_result("no-such-id")
+    assert WITHOUT_THE_HELPER not in str(missing.value)
 
 
 @pytest.fixture(params=list(DATABASES.values()), ids=list(DATABASES))
@@ -427,12 +452,53 @@ def test_sharing_twice_from_one_thread_nests():
     assert not sharing.lending()
 
 
-def test_async_tests_are_refused_rather_than_never_run():
-    async def test_async() -> None:
-        pass
+class AsyncTestsShareToo(TestCase):
+    """An ``async def`` test, its method decorated: as a project would write it."""
 
-    with pytest.raises(TypeError, match="does not support async tests"):
-        share_test_connections(test_async)
+    databases = {"default", "postgres"}
+
+    async def bump_from_the_event_loop(self, using: str) -> None:
+        await Record.objects.using(using).acreate(name="order", value=0)
+        futures = [
+            asyncio.wrap_future(
+                background.executor.submit(background.bump, "order", using)
+            )
+            for _ in range(3)
+        ]
+        self.assertEqual(sorted(await asyncio.gather(*futures)), [1, 2, 3])
+        self.assertEqual(
+            (await Record.objects.using(using).aget(name="order")).value, 3
+        )
+
+    @share_test_connections
+    async def test_on_sqlite(self) -> None:
+        await self.bump_from_the_event_loop("default")
+
+    @share_test_connections()
+    async def test_on_postgresql(self) -> None:
+        await self.bump_from_the_event_loop("postgres")
+
+
+@share_test_connections
+class AsyncTestsOfASharedClass(AsyncTestsShareToo):
+    """The class form: the same async tests, undecorated."""
+
+    async def test_on_sqlite(self) -> None:
+        await self.bump_from_the_event_loop("default")
+
+    async def test_on_postgresql(self) -> None:
+        await self.bump_from_the_event_loop("postgres")
+
+
+@outside_the_test_transaction
+@pytest.mark.parametrize("case", [AsyncTestsShareToo, AsyncTestsOfASharedClass])
+def test_async_tests_share_as_sync_tests_do_and_leave_nothing(case):
+    # Before: the method form raised TypeError when the class was defined.
+    result = run_test_case(case)
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert result.testsRun == 2
+    assert not Record.objects.exists()
+    assert not Record.objects.using("postgres").exists()
 
 
 class WorkOutlivingItsTestTests(TestCase):

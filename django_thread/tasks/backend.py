@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
-from django.db import transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
 
 from django_thread import sharing
 from django_thread.internals import new_task_result
@@ -130,6 +131,15 @@ class ThreadPoolBackend(BaseTaskBackend):
         """Why a result may be missing: the first question after a miss."""
         options = self.options if isinstance(self.options, Mapping) else {}
         values = {**DEFAULT_OPTIONS, **options}
+        in_test_case = ""
+        database = values["DATABASE"]
+        if database in connections and sharing.unshared_test_transaction_open(database):
+            in_test_case = (
+                " This thread is inside a TestCase's transaction, which never "
+                "commits: a task enqueued in it never runs. Decorate the test "
+                "with django_thread.testing.share_test_connections (with "
+                "pytest-django, request its share_test_connections fixture)."
+            )
         return (
             f"No result {result_id!r} in task backend {self.alias!r} of process "
             f"{os.getpid()}. ThreadPoolBackend keeps results only in the memory "
@@ -138,7 +148,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             f"results are dropped after RESULT_TTL={values['RESULT_TTL']!r} "
             f"seconds, and beyond the newest MAX_RESULTS={values['MAX_RESULTS']!r}. "
             "A task enqueued inside transaction.atomic() has no result until "
-            "the commit, and none after a rollback."
+            "the commit, and none after a rollback." + in_test_case
         )
 
     async def aget_result(self, result_id: str) -> TaskResult[Any, Any]:
@@ -146,20 +156,45 @@ class ThreadPoolBackend(BaseTaskBackend):
         return self.get_result(result_id)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        messages = list(super().check(**kwargs))
+        messages += option_errors(self.alias, self.options, self.queues)
+        messages += self._app_errors()
+        return messages
+
+    #: Set once validate_task() found django_thread installed.
+    _app_seen_installed = False
+
+    def validate_task(self, task: Any) -> None:
+        """The framework's validation, and E109 raised where checks miss it.
+
+        Without django_thread in INSTALLED_APPS nothing registers the Tasks
+        framework's check before ``manage.py check`` collects the checks
+        (Django 6 registers it when ``django.tasks`` is imported, the 5.2
+        backport when its app is ready). A tasks module imported through
+        the URLconf is imported by a check that is already running, too
+        late for the framework's. But ``@task`` validates its task when the
+        module is imported, so the error surfaces here, wherever the module
+        is imported, rather than at the first ``enqueue()``.
+        """
+        super().validate_task(task)
+        if not self._app_seen_installed:
+            for error in self._app_errors():
+                raise ImproperlyConfigured(f"{error.msg} {error.hint} ({error.id})")
+            self._app_seen_installed = True
+
+    def _app_errors(self) -> list[checks.CheckMessage]:
         from django.apps import apps
 
-        messages = list(super().check(**kwargs))
-        messages += option_errors(self.options, self.queues)
-        if not apps.is_installed("django_thread"):
-            messages.append(
-                checks.Error(
-                    f"Task backend {self.alias!r} is a ThreadPoolBackend, but "
-                    "django_thread is not in INSTALLED_APPS.",
-                    hint="Add 'django_thread' to INSTALLED_APPS.",
-                    id=E_APP_NOT_INSTALLED,
-                )
+        if apps.is_installed("django_thread"):
+            return []
+        return [
+            checks.Error(
+                f"Task backend {self.alias!r} is a ThreadPoolBackend, but "
+                "django_thread is not in INSTALLED_APPS.",
+                hint="Add 'django_thread' to INSTALLED_APPS.",
+                id=E_APP_NOT_INSTALLED,
             )
-        return messages
+        ]
 
     def _pool(self) -> Pool:
         return pool_for(self.alias, self.options, self.queues, type(self))

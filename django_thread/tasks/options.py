@@ -11,6 +11,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from django_thread.checks import unknown_name_hint
+
 E_OPTIONS_TYPE = "django_thread.E101"
 E_UNKNOWN_OPTION = "django_thread.E102"
 E_WORKERS = "django_thread.E103"
@@ -112,26 +114,35 @@ OPTIONS: dict[str, Option] = {
 DEFAULT_OPTIONS: dict[str, Any] = {name: spec.default for name, spec in OPTIONS.items()}
 
 
-def option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMessage]:
+def option_errors(
+    alias: str, options: Any, queues: Iterable[str]
+) -> list[checks.CheckMessage]:
     """Every problem with a backend's OPTIONS, as system-check messages.
 
     The one place options are validated: ``check()`` reports these at
     startup, and the pool refuses to start on the errors among them, in
-    case checks were skipped.
+    case checks were skipped. Each message names the ``TASKS`` alias, so
+    that a project with several backends can tell which one is meant.
     """
-    known_keys = "Known keys: " + ", ".join(OPTIONS) + "."
+    errors = _option_errors(options, queues)
+    for message in errors:
+        message.msg = f"Task backend {alias!r}: {message.msg}"
+    return errors
+
+
+def _option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMessage]:
     if not isinstance(options, Mapping):
         return [
             checks.Error(
                 f"OPTIONS must be a dict, not {type(options).__name__}.",
-                hint=known_keys,
+                hint="Known keys: " + ", ".join(OPTIONS) + ".",
                 id=E_OPTIONS_TYPE,
             )
         ]
     errors: list[checks.CheckMessage] = [
         checks.Error(
             f"Unknown OPTIONS key {key!r}: ThreadPoolBackend would ignore it.",
-            hint=known_keys,
+            hint=unknown_name_hint(str(key), OPTIONS, "keys"),
             id=E_UNKNOWN_OPTION,
         )
         for key in options
@@ -243,8 +254,10 @@ class PoolOptions:
     persistent_connections: bool | None
 
     @classmethod
-    def from_params(cls, options: Any, queues: Iterable[str]) -> PoolOptions:
-        errors = [m for m in option_errors(options, queues) if m.is_serious()]
+    def from_params(
+        cls, alias: str, options: Any, queues: Iterable[str]
+    ) -> PoolOptions:
+        errors = [m for m in option_errors(alias, options, queues) if m.is_serious()]
         if errors:
             raise ImproperlyConfigured(
                 "Invalid ThreadPoolBackend OPTIONS: "

@@ -139,7 +139,7 @@ def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Po
         pool = _pools.get(alias)
         if pool is None:
             ensure_app_installed()
-            pool = Pool(alias, PoolOptions.from_params(options, queues), sender)
+            pool = Pool(alias, PoolOptions.from_params(alias, options, queues), sender)
             registry.register(pool)
             _pools[alias] = pool
         return pool

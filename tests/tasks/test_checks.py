@@ -51,8 +51,34 @@ def test_bad_options_are_check_errors(configure, options, check_id):
     messages = list(tm.task_backends["default"].check())
     assert [m.id for m in messages] == [check_id]
     assert all(isinstance(m, Error) and m.hint for m in messages)
-    with pytest.raises(ImproperlyConfigured, match=check_id):
+    assert messages[0].msg.startswith("Task backend 'default': ")
+    with pytest.raises(ImproperlyConfigured, match=check_id) as refused:
         tm.add.enqueue(1, 1)
+    assert "Task backend 'default': " in str(refused.value)
+
+
+def test_with_two_backends_each_message_names_its_alias():
+    bad = {"BACKEND": BACKEND, "OPTIONS": {"WORKERS": 0}}
+    with override_settings(TASKS={"default": bad, "emails": bad}):
+        for alias in ("default", "emails"):
+            (message,) = tm.task_backends[alias].check()
+            assert message.msg == (
+                f"Task backend {alias!r}: WORKERS must be an int of at least 1, not 0."
+            )
+
+
+@pytest.mark.parametrize("key", ["workers", "WROKERS", "Worker"])
+def test_an_unknown_option_near_a_known_one_suggests_it(configure, key):
+    configure(**{key: 2})
+    (message,) = tm.task_backends["default"].check()
+    assert message.id == "django_thread.E102"
+    assert message.hint == "Did you mean WORKERS?"
+
+
+def test_an_unknown_option_far_from_any_lists_the_known_ones(configure):
+    configure(BOGUS=1)
+    (message,) = tm.task_backends["default"].check()
+    assert message.hint.startswith("Known keys: DATABASE, ENQUEUE_ON_COMMIT, ")
 
 
 def test_options_that_are_not_a_dict_are_a_check_error():

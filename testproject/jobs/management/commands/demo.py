@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 import textwrap
 import threading
 import time
@@ -406,6 +408,21 @@ def captured_log() -> Iterator[list[str]]:
         logger.handlers[:], logger.propagate = saved
 
 
+def interpreter_command() -> str:
+    """This interpreter, as a command to copy: README's ``.venv/bin/python``.
+
+    Relative to the current directory when it lives under it, as the
+    README's first command creates it; absolute otherwise.
+    """
+    if not sys.executable:
+        return "python"
+    executable = Path(sys.executable)
+    try:
+        return shlex.quote(str(executable.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(executable))
+
+
 class Command(BaseCommand):
     help = (
         "Run the same jobs through concurrent.futures, concurrent.futures with "
@@ -629,10 +646,13 @@ class Command(BaseCommand):
     def write_outro(self, db: Database) -> None:
         if db.is_postgresql:
             return
+        # pip install -e . installs no PostgreSQL driver.
+        python = interpreter_command()
         self.stdout.write(
-            "To run it on PostgreSQL (the database must exist):\n"
+            "To run it on PostgreSQL (the database must exist), with a driver:\n"
+            f'  {python} -m pip install "psycopg[binary]"\n'
             "  TESTPROJECT_DATABASE_URL=postgresql://USER@HOST:PORT/DATABASE "
-            "python testproject/manage.py demo"
+            f"{python} testproject/manage.py demo"
         )
 
     def verify(self, db: Database, blocks: list[Block]) -> None:
