@@ -138,7 +138,7 @@ def _settings_messages(**overrides: Any) -> list[Any]:
 def _option_messages(options: Any, queues: list[str] | None = None) -> list[Any]:
     from django_thread.tasks.options import option_errors
 
-    return option_errors(options, queues or ["default", "emails"])
+    return option_errors("default", options, queues or ["default", "emails"])
 
 
 def _app_not_installed() -> list[Any]:
