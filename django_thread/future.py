@@ -101,6 +101,8 @@ class Future(futures.Future[_T]):
         self, _put: Callable[..., None] = _unretrieved.put, _pid: Any = os.getpid
     ) -> None:
         # No lock here, nothing that takes one (see the module docstring).
+        if self._failure is None:
+            return  # the usual case, kept cheap
         failure = self._unseen_failure(_pid())
         if failure is not None:
             _put((failure, self.failed_call))
