@@ -20,6 +20,7 @@ BOOLEAN_SETTINGS = {
     "DJANGO_THREAD_CANCEL_AT_EXIT": "django_thread.E004",
     # E005 and E006 are the unknown-setting and STOP_TIMEOUT checks below.
     "DJANGO_THREAD_PERSISTENT_CONNECTIONS": "django_thread.E007",
+    "DJANGO_THREAD_LOG_UNRETRIEVED_EXCEPTIONS": "django_thread.E008",
 }
 UNKNOWN_SETTING = "django_thread.E005"
 STOP_TIMEOUT = "django_thread.E006"

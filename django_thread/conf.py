@@ -37,6 +37,10 @@ class DjangoThreadConf(AppConf):
     #: Keep connections open across units on the threads django_thread
     #: starts, until each thread ends, whatever ``CONN_MAX_AGE`` says.
     PERSISTENT_CONNECTIONS: Any = False
+    #: Log, at ERROR on the ``django_thread`` logger, the exception of an
+    #: executor's future that is garbage collected without anyone having
+    #: retrieved it (see django_thread.future).
+    LOG_UNRETRIEVED_EXCEPTIONS: Any = True
 
     class Meta:
         prefix = "django_thread"

@@ -42,6 +42,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from django_thread import registry
 from django_thread.context import Snapshot, call_in, capture
+from django_thread.future import Future, log_unretrieved
 from django_thread.lifecycle import ensure_app_installed, run_unit
 from django_thread.workers import start_worker
 
@@ -61,7 +62,7 @@ class _WorkItem:
 
     def __init__(
         self,
-        future: futures.Future[Any],
+        future: Future[Any],
         sender: Any,
         fn: Callable[..., Any],
         args: Any,
@@ -84,10 +85,17 @@ class _WorkItem:
             )
         except BaseException as exc:
             self.future.set_exception(exc)
+            self.future.failed_call = _describe_call(self.fn)
             # Break the reference cycle through the exception's traceback.
             self = None  # type: ignore[assignment]
         else:
             self.future.set_result(result)
+
+
+def _describe_call(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{name} (run by {threading.current_thread().name})"
 
 
 def _worker(
@@ -119,6 +127,8 @@ def _worker(
             work_item.run()
             running.discard(work_item)
             del work_item  # drop the item's references before waiting again
+            # A future thrown away by its submitter usually dies just now.
+            log_unretrieved()
             continue
         executor = executor_reference()
         # Exit if:
@@ -222,7 +232,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
                 raise RuntimeError(
                     "cannot schedule new futures after interpreter shutdown"
                 )
-            future: futures.Future[_T] = futures.Future()
+            future: Future[_T] = Future()
             work_item = _WorkItem(future, type(self), fn, args, kwargs, capture())
             self._work_queue.put(work_item)
             self._adjust_thread_count()
@@ -289,6 +299,7 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
             # Without waiting, the executor stays registered: its workers
             # still run the queued work, and interpreter exit waits for them.
             registry.unregister(self)
+        log_unretrieved()
 
     # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
 

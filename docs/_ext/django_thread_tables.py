@@ -164,6 +164,7 @@ EXAMPLES: list[Callable[[], list[Any]]] = [
     lambda: _settings_messages(DJANGO_THREAD_SEND_SIGNAL=True),
     lambda: _settings_messages(DJANGO_THREAD_STOP_TIMEOUT=-1),
     lambda: _settings_messages(DJANGO_THREAD_PERSISTENT_CONNECTIONS="on"),
+    lambda: _settings_messages(DJANGO_THREAD_LOG_UNRETRIEVED_EXCEPTIONS="on"),
     lambda: _option_messages(["WORKERS", 4]),
     lambda: _option_messages({"WORKER": 4}),
     lambda: _option_messages({"WORKERS": 0}),
