@@ -115,7 +115,7 @@ def _worker(
             idle_semaphore.release()
             work_item = work_queue.get(block=True)
         if work_item is not None:
-            running.add(work_item)  # for a forked child, see _after_fork_in_child
+            running.add(work_item)  # counted at exit, see registry.pending_work
             work_item.run()
             running.discard(work_item)
             del work_item  # drop the item's references before waiting again
@@ -318,25 +318,18 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         return retired
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: new workers for new work; the parent's work fails.
+        """In a forked child: new workers for new work; the parent's is left alone.
 
         Items queued or running at the fork belong to the parent, which runs
-        them; running them here too would run them twice. Their futures
-        fail, so that nothing in the child waits for them forever.
+        them and completes their futures; running them here too would run
+        them twice. The child's copies of those futures are dropped, never
+        completed: completing one takes its condition and calls its waiters
+        and done callbacks, and a parent thread may have held any of those
+        locks at the fork (see :mod:`django_thread.registry` for the rule).
+        So in the child they stay pending, as the standard library's do;
+        ``result(timeout)`` there times out. Nothing else is touched: the
+        old queue, semaphore and lock are replaced, never locked.
         """
-        # Another thread of the parent may have held the lock at the fork.
         self._shutdown_lock = threading.Lock()
-        running = list(self._running_items)
-        queued = self._take_queued_work_items()
         self._retired_threads = set()
         self._new_generation()
-        error = RuntimeError(
-            f"This call was submitted to {self!r} before the process forked; "
-            "it runs in the parent process, never in the child."
-        )
-        for work_item in queued:
-            if work_item.future.set_running_or_notify_cancel():
-                work_item.future.set_exception(error)
-        for work_item in running:
-            if not work_item.future.done():
-                work_item.future.set_exception(error)

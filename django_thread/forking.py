@@ -1,4 +1,7 @@
-"""A forked child never touches the connections of its parent's threads.
+"""A forked child never touches the connections or locks of its parent's threads.
+
+(The rule for all code that runs in a forked child is in
+:mod:`django_thread.registry`, which runs the fork hooks.)
 
 ``fork()`` copies every open socket of the parent into the child, but only
 the forking thread. The connections that django_thread's other threads held
@@ -14,14 +17,26 @@ it the last references to their connection wrappers.
 So every thread django_thread starts holds a strong reference to each
 connection it opens (:func:`track_this_thread`, dropped again when the
 thread ends and has closed them), and in the child
-:func:`forget_inherited_connections` makes each of them harmless before it
-is let go: the socket's descriptor number is pointed at ``/dev/null`` with
-``os.dup2``, so whatever the driver says on closing goes nowhere, and then
-the driver connection is closed, releasing the child's copy of the
-descriptor and nothing else. A driver without a socket (SQLite) keeps its
-connection referenced for the life of the child, never closed: closing a
-SQLite connection another process may be using mid-transaction is what
-SQLite's documentation forbids across ``fork()``.
+:func:`forget_inherited_connections` makes each of them harmless: the
+socket's descriptor number is pointed at ``/dev/null`` with ``os.dup2``,
+which releases the child's copy of the socket, and the driver connection
+is then kept referenced for the life of the child, never closed. Closing it
+would call into the driver, and a driver may lock there what a parent
+thread held at the fork (psycopg2 takes its connection's mutex, which a
+query in progress holds; a psycopg pool's connection returns to its pool,
+under the pool's lock). The same goes for a driver without a socket
+(SQLite), where closing a connection another process may be using
+mid-transaction is also what SQLite's documentation forbids across
+``fork()``.
+
+The same holds for Django's locks that every unit of work takes (a
+signal's receiver list, the active language's storage: see
+:func:`~django_thread.internals.locks_a_unit_takes`): a worker may hold one
+at the fork, and the child's first unit would wait for it forever. They
+cannot be replaced, being Django's, so :func:`hold_units_locks` takes them
+before the fork, as ``logging`` does its own, and :func:`release_units_locks`
+releases them on both sides after it: the forking thread holds them, so the
+child waits for no one.
 
 The connections of the forking thread itself are left alone, as Django
 leaves them: close them before forking (see README.rst, "Processes").
@@ -29,7 +44,6 @@ leaves them: close them before forking (see README.rst, "Processes").
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from typing import Any
@@ -38,13 +52,13 @@ from django.db.backends.signals import connection_created
 
 from django_thread import internals
 
-logger = logging.getLogger("django_thread")
-
 #: Per thread (by ident), the connection wrappers it opened: kept alive here
 #: so that the child, not the garbage collector, decides what happens to them.
 _held: dict[int, set[Any]] = {}
-#: In a forked child: inherited connections that have no socket to detach.
+#: In a forked child: inherited driver connections, never closed (see above).
 _kept_forever: list[Any] = []
+#: Django's locks that the forking thread holds across a fork.
+_units_locks: list[Any] = []
 
 
 def track_this_thread() -> None:
@@ -72,29 +86,28 @@ def install() -> None:
     connection_created.connect(_hold, dispatch_uid="django_thread.forking.hold")
 
 
-def _detach(raw: Any) -> bool:
-    """Close ``raw`` so that nothing reaches its server; False if it cannot."""
+def _detach(raw: Any) -> None:
+    """Point ``raw``'s socket at ``/dev/null``: nothing it says reaches its server."""
     fileno = getattr(raw, "fileno", None)
     if fileno is None:
-        return False
+        return
     try:
         fd = fileno()
     except Exception:
-        return True  # already closed: nothing can reach the server
+        return  # already closed: nothing can reach the server
     null = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, fd)
     finally:
         os.close(null)
-    try:
-        raw.close()  # says goodbye to /dev/null, closes the child's descriptor
-    except Exception:
-        logger.debug("Closing an inherited connection failed", exc_info=True)
-    return True
 
 
 def forget_inherited_connections() -> None:
-    """In a forked child: make the other threads' connections harmless."""
+    """In a forked child: make the other threads' connections harmless.
+
+    Runs in the child's at-fork hook, so it calls no driver method that
+    could lock (only ``fileno()``) and logs nothing.
+    """
     current = threading.get_ident()
     inherited = [
         wrapper
@@ -108,5 +121,20 @@ def forget_inherited_connections() -> None:
         _held[current] = mine
     for wrapper in inherited:
         raw = internals.driver_connection(wrapper)
-        if raw is not None and not _detach(raw):
+        if raw is not None:
+            _detach(raw)
             _kept_forever.append(raw)
+
+
+def hold_units_locks() -> None:
+    """Before a fork: take Django's locks that units take, so no worker holds one."""
+    locks = internals.locks_a_unit_takes()
+    for lock in locks:
+        lock.acquire()
+    _units_locks[:] = locks
+
+
+def release_units_locks() -> None:
+    """After a fork, in parent and child: release what :func:`hold_units_locks` took."""
+    while _units_locks:
+        _units_locks.pop().release()

@@ -16,11 +16,31 @@ reach each of them, wherever it was created:
   ``Thread`` would otherwise keep the process waiting forever for an exit
   hook that only runs after it.
 - **fork().** The child has only the forking thread. Each pool starts afresh
-  there (new workers for new work); work queued before the fork stays the
-  parent's; locks another thread held at the fork are re-created.
+  there (new workers for new work); work queued or running at the fork is
+  the parent's, which runs it and completes its futures; the child drops
+  its copies without completing them (they stay pending there).
 - **Releasing connections** (:func:`release_connections`), for test runners
   that destroy databases while pools are still alive: the workers exit, the
   pools stay usable.
+
+**The rule for code that runs in a forked child** (``_fork_child`` and
+every ``_after_fork_in_child``, :mod:`django_thread.forking`): it never
+acquires a lock that another thread may have held at the fork. That thread
+does not exist in the child, so such a lock is never released there, and
+the child hangs, with its parent waiting for it. Such locks are everywhere:
+a future's condition (``done()``, ``set_exception()``, ``cancel()``), a
+queue's mutex, a ``Semaphore`` or ``Event``, a pool's or this module's lock,
+Django's signal locks, a driver's connection mutex, logging's handlers and
+the streams under them. So the child's hooks only assign (and release the
+locks that the forking thread itself took before the fork, see
+:func:`django_thread.forking.hold_units_locks`): each lock, queue
+and semaphore a thread of the parent could have used is *replaced* by a new
+one, never acquired, released or waited on; the parent's futures and tasks
+are dropped, never completed; drivers are not called to close anything; and
+nothing is logged (a failure is kept and logged later, when the child
+starts its first worker or exits). This is the standard library's own
+story: its thread pool's only at-fork code re-creates
+``_global_shutdown_lock`` in the child.
 
 Which classes are managed, and how, is declared by the AppConfig
 (:mod:`django_thread.apps`) through :func:`manage`: "stopped" classes are
@@ -91,6 +111,8 @@ def unregister(owner: Any) -> None:
 def track_worker(thread: threading.Thread) -> None:
     with _lock:
         _workers.add(thread)
+    if _fork_failures:
+        _log_fork_failures()
 
 
 def live_owners() -> list[Any]:
@@ -213,18 +235,38 @@ def release_connections(timeout: float = 10.0) -> bool:
     return released
 
 
+#: Pools whose reset failed in a forked child, with the error: logged only
+#: once the at-fork hook is over (see the rule above).
+_fork_failures: list[tuple[str, BaseException]] = []
+
+
+def _log_fork_failures() -> None:
+    while _fork_failures:
+        pool, error = _fork_failures.pop()
+        logger.error("Resetting %s in a forked child failed", pool, exc_info=error)
+
+
 def _fork_prepare() -> None:
     _lock.acquire()
+    forking.hold_units_locks()
 
 
 def _fork_parent() -> None:
+    forking.release_units_locks()
     _lock.release()
 
 
 def _fork_child() -> None:
-    """Re-create the registry's lock, then let every pool start afresh."""
-    global _lock
+    """Replace the registry's lock and event, then let every pool start afresh.
+
+    Follows the rule in this module's docstring: nothing here may lock.
+    """
+    global _lock, _exiting
+    forking.release_units_locks()  # taken by this thread before the fork
     _lock = threading.Lock()
+    was_exiting, _exiting = _exiting.is_set(), threading.Event()
+    if was_exiting:
+        _exiting.set()  # the new event: no other thread knows it
     forking.forget_inherited_connections()
     # Threads of the parent do not exist here (but the forking one does):
     # forget them and the workers.
@@ -238,8 +280,8 @@ def _fork_child() -> None:
         for pool in group:
             try:
                 pool._after_fork_in_child()
-            except Exception:
-                logger.exception("Resetting %r in a forked child failed", pool)
+            except Exception as error:
+                _fork_failures.append((repr(pool), error))
 
 
 def install_hooks() -> None:

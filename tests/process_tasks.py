@@ -18,3 +18,17 @@ release = threading.Event()
 def hold() -> None:
     holding.set()
     release.wait(10)
+
+
+#: Ends the chain of ``again`` tasks.
+stop = threading.Event()
+
+
+@task
+def again() -> None:
+    """Enqueue itself until ``stop``: a worker is always busy, as at any fork."""
+    from testproject.jobs.background import database_session
+
+    database_session()  # the worker holds a connection at the fork
+    if not stop.is_set():
+        again.enqueue()
