@@ -176,13 +176,20 @@ def stop_threads(timeout: float) -> None:
 
 
 def shutdown_all() -> None:
-    """Interpreter exit: stop the threads, then drain every pool, in order."""
-    from django_thread.conf import settings
+    """Interpreter exit: stop the threads, then drain every pool, in order.
 
-    stop_threads(settings.DJANGO_THREAD_STOP_TIMEOUT)
+    Nothing here may raise before the pools are drained: their workers are
+    daemon threads, so the work still queued would be lost.
+    """
+    from django_thread.conf import read_safely
+
+    try:
+        stop_threads(read_safely("DJANGO_THREAD_STOP_TIMEOUT"))
+    except Exception:
+        logger.exception("Stopping threads at exit failed")
     # Stopping threads could still hand work to pools; from here on, no one can.
     _exiting.set()
-    cancel = settings.DJANGO_THREAD_CANCEL_AT_EXIT
+    cancel = read_safely("DJANGO_THREAD_CANCEL_AT_EXIT")
     for group in _by_class(_drained_paths):
         for pool in group:
             try:
