@@ -47,6 +47,7 @@ from django_thread.workers import start_worker
 
 # concurrent.futures logs worker crashes here; so do we, for parity.
 futures_logger = logging.getLogger("concurrent.futures")
+logger = logging.getLogger("django_thread")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -278,8 +279,16 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
-                for work_item in self._take_queued_work_items():
+                cancelled = self._take_queued_work_items()
+                for work_item in cancelled:
                     work_item.future.cancel()
+                if cancelled and registry.exiting():
+                    logger.warning(
+                        "%s: %d queued job(s) cancelled at exit "
+                        "(DJANGO_THREAD_CANCEL_AT_EXIT)",
+                        self._thread_name_prefix,
+                        len(cancelled),
+                    )
             # Wake the workers blocked in get(); they exit in turn.
             self._work_queue.put(None)
             threads = self._threads | self._retired_threads
@@ -291,6 +300,13 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
             registry.unregister(self)
 
     # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
+
+    def _pending_work(self) -> registry.PendingWork:
+        # The queue also holds the wake-up None that shutdown() puts there.
+        queued = self._work_queue.qsize() - (1 if self._shutdown else 0)
+        return registry.PendingWork(
+            str(self._thread_name_prefix), len(self._running_items), max(0, queued)
+        )
 
     def _retire_workers(self) -> list[threading.Thread]:
         """Start a new generation; the current workers exit once idle.

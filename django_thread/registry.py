@@ -60,11 +60,24 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from django_thread import forking, internals
 
 logger = logging.getLogger("django_thread")
+
+
+class PendingWork(NamedTuple):
+    """A pool's unfinished work, as the exit report counts it."""
+
+    pool: str  #: how the log names the pool
+    running: int
+    queued: int  #: waiting, will run at exit unless cancelled
+    deferred: int = 0  #: tasks not due yet: exit drops them
+
+    def __str__(self) -> str:
+        deferred = f", {self.deferred} deferred" if self.deferred else ""
+        return f"{self.pool}: {self.running} running, {self.queued} queued{deferred}"
 
 
 class WorkerPool(Protocol):
@@ -72,6 +85,9 @@ class WorkerPool(Protocol):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``: queued work runs unless cancelled."""
+
+    def _pending_work(self) -> PendingWork:
+        """What is running and waiting now; a snapshot, for the exit report."""
 
     def _after_fork_in_child(self) -> None:
         """Start afresh in a forked child; never run or touch the parent's work."""
@@ -145,19 +161,24 @@ def _by_class(paths: tuple[str, ...]) -> list[list[Any]]:
     return groups
 
 
-def stop_threads(timeout: float) -> None:
-    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all.
+def _threads_to_stop() -> list[Any]:
+    """Live "stopped" threads that exit asks to stop.
 
     A thread whose class sets ``stop_at_exit = False`` (``Timer``: a
     pending timer fires at exit, as ``threading.Timer`` does) is left alone.
     """
     current = threading.current_thread()
-    threads = [
+    return [
         thread
         for group in _by_class(_stopped_paths)
         for thread in group
-        if thread.stop_at_exit and thread is not current
+        if thread.stop_at_exit and thread is not current and thread.is_alive()
     ]
+
+
+def stop_threads(timeout: float) -> None:
+    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all."""
+    threads = _threads_to_stop()
     for thread in threads:
         try:
             thread.stop()
@@ -175,6 +196,43 @@ def stop_threads(timeout: float) -> None:
             )
 
 
+def report_pending_work(stop_timeout: float, cancel: bool) -> None:
+    """Say, in one WARNING, what exit is about to wait for, and for how long.
+
+    If the process is killed while it waits (SIGKILL, an OOM kill, a
+    server's graceful timeout shorter than the work), this line is the
+    record of what was lost. What then did not finish is logged after the
+    wait: each Thread that did not stop, jobs and tasks that were dropped.
+    """
+    threads = _threads_to_stop()
+    pending = []
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            work = pool._pending_work()
+            if work.running or work.queued or work.deferred:
+                pending.append(work)
+    if not threads and not pending:
+        return
+    parts = [str(work) for work in pending]
+    waits = []
+    if threads:
+        parts.append(f"{len(threads)} Thread(s) to stop")
+        waits.append(
+            f"up to {stop_timeout} s for the Threads to stop "
+            "(DJANGO_THREAD_STOP_TIMEOUT)"
+        )
+    if pending:
+        what = "running work (queued work is cancelled)" if cancel else "work"
+        waits.append(f"for the pools' {what}, with no time limit")
+    dropped = " Deferred tasks are dropped." if any(w.deferred for w in pending) else ""
+    logger.warning(
+        "Exiting with unfinished work: %s. Waiting %s.%s",
+        "; ".join(parts),
+        ", then ".join(waits),
+        dropped,
+    )
+
+
 def shutdown_all() -> None:
     """Interpreter exit: stop the threads, then drain every pool, in order.
 
@@ -183,13 +241,18 @@ def shutdown_all() -> None:
     """
     from django_thread.conf import read_safely
 
+    stop_timeout = read_safely("DJANGO_THREAD_STOP_TIMEOUT")
+    cancel = read_safely("DJANGO_THREAD_CANCEL_AT_EXIT")
     try:
-        stop_threads(read_safely("DJANGO_THREAD_STOP_TIMEOUT"))
+        report_pending_work(stop_timeout, cancel)
+    except Exception:
+        logger.exception("Counting the work pending at exit failed")
+    try:
+        stop_threads(stop_timeout)
     except Exception:
         logger.exception("Stopping threads at exit failed")
     # Stopping threads could still hand work to pools; from here on, no one can.
     _exiting.set()
-    cancel = read_safely("DJANGO_THREAD_CANCEL_AT_EXIT")
     for group in _by_class(_drained_paths):
         for pool in group:
             try:

@@ -96,6 +96,20 @@ class Pool:
 
     # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
 
+    def _pending_work(self) -> registry.PendingWork:
+        running = queued = deferred = 0
+        now = timezone.now()
+        for result in self.results.unfinished():
+            if result.status == "RUNNING":
+                running += 1
+            elif result.task.run_after is not None and result.task.run_after > now:
+                deferred += 1
+            else:
+                queued += 1
+        return registry.PendingWork(
+            f"tasks backend {self.alias!r}", running, queued, deferred
+        )
+
     def _retire_workers(self) -> list[threading.Thread]:
         with self._lock:
             queues = list(self._queues.values())
