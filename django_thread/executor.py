@@ -116,7 +116,7 @@ def _worker(
             idle_semaphore.release()
             work_item = work_queue.get(block=True)
         if work_item is not None:
-            running.add(work_item)  # counted at exit, see registry.pending_work
+            running.add(work_item)  # counted by _pending_work, for the exit report
             work_item.run()
             running.discard(work_item)
             del work_item  # drop the item's references before waiting again
