@@ -48,6 +48,7 @@ from django_thread.workers import start_worker
 
 # concurrent.futures logs worker crashes here; so do we, for parity.
 futures_logger = logging.getLogger("concurrent.futures")
+logger = logging.getLogger("django_thread")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -123,7 +124,7 @@ def _worker(
             idle_semaphore.release()
             work_item = work_queue.get(block=True)
         if work_item is not None:
-            running.add(work_item)  # for a forked child, see _after_fork_in_child
+            running.add(work_item)  # counted by _pending_work, for the exit report
             work_item.run()
             running.discard(work_item)
             del work_item  # drop the item's references before waiting again
@@ -288,8 +289,16 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
-                for work_item in self._take_queued_work_items():
+                cancelled = self._take_queued_work_items()
+                for work_item in cancelled:
                     work_item.future.cancel()
+                if cancelled and registry.exiting():
+                    logger.warning(
+                        "%s: %d queued job(s) cancelled at exit "
+                        "(DJANGO_THREAD_CANCEL_AT_EXIT)",
+                        self._thread_name_prefix,
+                        len(cancelled),
+                    )
             # Wake the workers blocked in get(); they exit in turn.
             self._work_queue.put(None)
             threads = self._threads | self._retired_threads
@@ -302,6 +311,13 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         log_unretrieved()
 
     # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
+
+    def _pending_work(self) -> registry.PendingWork:
+        # The queue also holds the wake-up None that shutdown() puts there.
+        queued = self._work_queue.qsize() - (1 if self._shutdown else 0)
+        return registry.PendingWork(
+            str(self._thread_name_prefix), len(self._running_items), max(0, queued)
+        )
 
     def _retire_workers(self) -> list[threading.Thread]:
         """Start a new generation; the current workers exit once idle.
@@ -329,25 +345,18 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
         return retired
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: new workers for new work; the parent's work fails.
+        """In a forked child: new workers for new work; the parent's is left alone.
 
         Items queued or running at the fork belong to the parent, which runs
-        them; running them here too would run them twice. Their futures
-        fail, so that nothing in the child waits for them forever.
+        them and completes their futures; running them here too would run
+        them twice. The child's copies of those futures are dropped, never
+        completed: completing one takes its condition and calls its waiters
+        and done callbacks, and a parent thread may have held any of those
+        locks at the fork (see :mod:`django_thread.registry` for the rule).
+        So in the child they stay pending, as the standard library's do;
+        ``result(timeout)`` there times out. Nothing else is touched: the
+        old queue, semaphore and lock are replaced, never locked.
         """
-        # Another thread of the parent may have held the lock at the fork.
         self._shutdown_lock = threading.Lock()
-        running = list(self._running_items)
-        queued = self._take_queued_work_items()
         self._retired_threads = set()
         self._new_generation()
-        error = RuntimeError(
-            f"This call was submitted to {self!r} before the process forked; "
-            "it runs in the parent process, never in the child."
-        )
-        for work_item in queued:
-            if work_item.future.set_running_or_notify_cancel():
-                work_item.future.set_exception(error)
-        for work_item in running:
-            if not work_item.future.done():
-                work_item.future.set_exception(error)

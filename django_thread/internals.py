@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
+import sys
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -174,6 +175,47 @@ def run_before_threads_join(hook: Callable[[], object]) -> None:
     # threading._register_atexit is private; concurrent.futures.thread uses it
     # for its own pool's exit. Checked on CPython 3.10, 3.11, 3.12, 3.13.
     threading._register_atexit(hook)  # type: ignore[attr-defined]
+
+
+def locks_a_unit_takes() -> list[Any]:
+    """The locks in Django that a unit of work takes, for a fork to hold.
+
+    A worker holds each of them briefly in every unit: the signals it sends
+    (request_started and request_finished, connection_created, the task
+    signals) and the non-thread-critical ``asgiref.local.Local`` objects
+    their receivers and the unit's context use (the cache handler's, the
+    active language and time zone, the task backends'). A child forked
+    while another thread held one would hang in its first unit; so the
+    fork hooks take them all before the fork and release them on both
+    sides after it (see :mod:`django_thread.forking`).
+    """
+    # Signal.lock (django/dispatch/dispatcher.py) and the private
+    # asgiref.local._DefaultLocal._lock (an RLock; thread-critical Locals
+    # have none). Read now, not at import: Django's test signals replace the
+    # Locals when settings change. Checked on Django 5.2, 6.1 with asgiref
+    # 3.13, and on the django-tasks 0.12 backport.
+    from django.core.cache import caches
+    from django.core.signals import request_finished, request_started
+    from django.db.backends.signals import connection_created
+    from django.utils import timezone
+
+    signals = [request_started, request_finished, connection_created]
+    locals_ = [vars(caches)["_connections"], vars(timezone)["_active"]]
+    for name in ("django.tasks.signals", "django_tasks.signals"):
+        module = sys.modules.get(name)
+        if module is not None:
+            signals += [module.task_enqueued, module.task_started, module.task_finished]
+    for name in ("django.tasks", "django_tasks"):
+        handler = getattr(sys.modules.get(name), "task_backends", None)
+        if handler is not None:
+            locals_.append(handler._connections)
+    trans_real = sys.modules.get("django.utils.translation.trans_real")
+    if trans_real is not None:
+        locals_.append(trans_real._active)
+    local_locks = [vars(local).get("_lock") for local in locals_]
+    return [signal.lock for signal in signals] + [
+        lock for lock in local_locks if lock is not None
+    ]
 
 
 @functools.cache

@@ -16,11 +16,31 @@ reach each of them, wherever it was created:
   ``Thread`` would otherwise keep the process waiting forever for an exit
   hook that only runs after it.
 - **fork().** The child has only the forking thread. Each pool starts afresh
-  there (new workers for new work); work queued before the fork stays the
-  parent's; locks another thread held at the fork are re-created.
+  there (new workers for new work); work queued or running at the fork is
+  the parent's, which runs it and completes its futures; the child drops
+  its copies without completing them (they stay pending there).
 - **Releasing connections** (:func:`release_connections`), for test runners
   that destroy databases while pools are still alive: the workers exit, the
   pools stay usable.
+
+**The rule for code that runs in a forked child** (``_fork_child`` and
+every ``_after_fork_in_child``, :mod:`django_thread.forking`): it never
+acquires a lock that another thread may have held at the fork. That thread
+does not exist in the child, so such a lock is never released there, and
+the child hangs, with its parent waiting for it. Such locks are everywhere:
+a future's condition (``done()``, ``set_exception()``, ``cancel()``), a
+queue's mutex, a ``Semaphore`` or ``Event``, a pool's or this module's lock,
+Django's signal locks, a driver's connection mutex, logging's handlers and
+the streams under them. So the child's hooks only assign (and release the
+locks that the forking thread itself took before the fork, see
+:func:`django_thread.forking.hold_units_locks`): each lock, queue
+and semaphore a thread of the parent could have used is *replaced* by a new
+one, never acquired, released or waited on; the parent's futures and tasks
+are dropped, never completed; drivers are not called to close anything; and
+nothing is logged (a failure is kept and logged later, when the child
+starts its first worker or exits). This is the standard library's own
+story: its thread pool's only at-fork code re-creates
+``_global_shutdown_lock`` in the child.
 
 Which classes are managed, and how, is declared by the AppConfig
 (:mod:`django_thread.apps`) through :func:`manage`: "stopped" classes are
@@ -40,7 +60,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from django_thread import forking, internals
 
@@ -51,11 +71,27 @@ __all__ = ["release_connections", "shutdown_all"]
 logger = logging.getLogger("django_thread")
 
 
+class PendingWork(NamedTuple):
+    """A pool's unfinished work, as the exit report counts it."""
+
+    pool: str  #: how the log names the pool
+    running: int
+    queued: int  #: waiting, will run at exit unless cancelled
+    deferred: int = 0  #: tasks not due yet: exit drops them
+
+    def __str__(self) -> str:
+        deferred = f", {self.deferred} deferred" if self.deferred else ""
+        return f"{self.pool}: {self.running} running, {self.queued} queued{deferred}"
+
+
 class WorkerPool(Protocol):
     """What the registry asks of a "drained" class (an executor, a task pool)."""
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``Executor.shutdown``: queued work runs unless cancelled."""
+
+    def _pending_work(self) -> PendingWork:
+        """What is running and waiting now; a snapshot, for the exit report."""
 
     def _after_fork_in_child(self) -> None:
         """Start afresh in a forked child; never run or touch the parent's work."""
@@ -95,6 +131,8 @@ def unregister(owner: Any) -> None:
 def track_worker(thread: threading.Thread) -> None:
     with _lock:
         _workers.add(thread)
+    if _fork_failures:
+        _log_fork_failures()
 
 
 def live_owners() -> list[Any]:
@@ -127,19 +165,24 @@ def _by_class(paths: tuple[str, ...]) -> list[list[Any]]:
     return groups
 
 
-def stop_threads(timeout: float) -> None:
-    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all.
+def _threads_to_stop() -> list[Any]:
+    """Live "stopped" threads that exit asks to stop.
 
     A thread whose class sets ``stop_at_exit = False`` (``Timer``: a
     pending timer fires at exit, as ``threading.Timer`` does) is left alone.
     """
     current = threading.current_thread()
-    threads = [
+    return [
         thread
         for group in _by_class(_stopped_paths)
         for thread in group
-        if thread.stop_at_exit and thread is not current
+        if thread.stop_at_exit and thread is not current and thread.is_alive()
     ]
+
+
+def stop_threads(timeout: float) -> None:
+    """Ask every live "stopped" thread to stop; join them, ``timeout`` in all."""
+    threads = _threads_to_stop()
     for thread in threads:
         try:
             thread.stop()
@@ -157,14 +200,63 @@ def stop_threads(timeout: float) -> None:
             )
 
 
-def shutdown_all() -> None:
-    """Interpreter exit: stop the threads, then drain every pool, in order."""
-    from django_thread.conf import settings
+def report_pending_work(stop_timeout: float, cancel: bool) -> None:
+    """Say, in one WARNING, what exit is about to wait for, and for how long.
 
-    stop_threads(settings.DJANGO_THREAD_STOP_TIMEOUT)
+    If the process is killed while it waits (SIGKILL, an OOM kill, a
+    server's graceful timeout shorter than the work), this line is the
+    record of what was lost. What then did not finish is logged after the
+    wait: each Thread that did not stop, jobs and tasks that were dropped.
+    """
+    threads = _threads_to_stop()
+    pending = []
+    for group in _by_class(_drained_paths):
+        for pool in group:
+            work = pool._pending_work()
+            if work.running or work.queued or work.deferred:
+                pending.append(work)
+    if not threads and not pending:
+        return
+    parts = [str(work) for work in pending]
+    waits = []
+    if threads:
+        parts.append(f"{len(threads)} Thread(s) to stop")
+        waits.append(
+            f"up to {stop_timeout} s for the Threads to stop "
+            "(DJANGO_THREAD_STOP_TIMEOUT)"
+        )
+    if pending:
+        what = "running work (queued work is cancelled)" if cancel else "work"
+        waits.append(f"for the pools' {what}, with no time limit")
+    dropped = " Deferred tasks are dropped." if any(w.deferred for w in pending) else ""
+    logger.warning(
+        "Exiting with unfinished work: %s. Waiting %s.%s",
+        "; ".join(parts),
+        ", then ".join(waits),
+        dropped,
+    )
+
+
+def shutdown_all() -> None:
+    """Interpreter exit: stop the threads, then drain every pool, in order.
+
+    Nothing here may raise before the pools are drained: their workers are
+    daemon threads, so the work still queued would be lost.
+    """
+    from django_thread.conf import read_safely
+
+    stop_timeout = read_safely("DJANGO_THREAD_STOP_TIMEOUT")
+    cancel = read_safely("DJANGO_THREAD_CANCEL_AT_EXIT")
+    try:
+        report_pending_work(stop_timeout, cancel)
+    except Exception:
+        logger.exception("Counting the work pending at exit failed")
+    try:
+        stop_threads(stop_timeout)
+    except Exception:
+        logger.exception("Stopping threads at exit failed")
     # Stopping threads could still hand work to pools; from here on, no one can.
     _exiting.set()
-    cancel = settings.DJANGO_THREAD_CANCEL_AT_EXIT
     for group in _by_class(_drained_paths):
         for pool in group:
             try:
@@ -217,18 +309,38 @@ def release_connections(timeout: float = 10.0) -> bool:
     return released
 
 
+#: Pools whose reset failed in a forked child, with the error: logged only
+#: once the at-fork hook is over (see the rule above).
+_fork_failures: list[tuple[str, BaseException]] = []
+
+
+def _log_fork_failures() -> None:
+    while _fork_failures:
+        pool, error = _fork_failures.pop()
+        logger.error("Resetting %s in a forked child failed", pool, exc_info=error)
+
+
 def _fork_prepare() -> None:
     _lock.acquire()
+    forking.hold_units_locks()
 
 
 def _fork_parent() -> None:
+    forking.release_units_locks()
     _lock.release()
 
 
 def _fork_child() -> None:
-    """Re-create the registry's lock, then let every pool start afresh."""
-    global _lock
+    """Replace the registry's lock and event, then let every pool start afresh.
+
+    Follows the rule in this module's docstring: nothing here may lock.
+    """
+    global _lock, _exiting
+    forking.release_units_locks()  # taken by this thread before the fork
     _lock = threading.Lock()
+    was_exiting, _exiting = _exiting.is_set(), threading.Event()
+    if was_exiting:
+        _exiting.set()  # the new event: no other thread knows it
     forking.forget_inherited_connections()
     # Threads of the parent do not exist here (but the forking one does):
     # forget them and the workers.
@@ -242,8 +354,8 @@ def _fork_child() -> None:
         for pool in group:
             try:
                 pool._after_fork_in_child()
-            except Exception:
-                logger.exception("Resetting %r in a forked child failed", pool)
+            except Exception as error:
+                _fork_failures.append((repr(pool), error))
 
 
 def install_hooks() -> None:

@@ -203,9 +203,9 @@ def persistent_connections_wanted(override: bool | None) -> bool:
     """``override`` when given, else ``DJANGO_THREAD_PERSISTENT_CONNECTIONS``."""
     if override is not None:
         return override
-    from django_thread.conf import settings
+    from django_thread.conf import read_safely
 
-    return bool(settings.DJANGO_THREAD_PERSISTENT_CONNECTIONS)
+    return bool(read_safely("DJANGO_THREAD_PERSISTENT_CONNECTIONS"))
 
 
 @contextmanager

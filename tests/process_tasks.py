@@ -18,3 +18,33 @@ release = threading.Event()
 def hold() -> None:
     holding.set()
     release.wait(10)
+
+
+#: Ends the chain of ``again`` tasks.
+stop = threading.Event()
+
+
+@task
+def again() -> None:
+    """Enqueue itself until ``stop``: a worker is always busy, as at any fork."""
+    from testproject.jobs.background import database_session
+
+    database_session()  # the worker holds a connection at the fork
+    if not stop.is_set():
+        again.enqueue()
+
+
+#: Set by ``slow`` once it runs.
+slow_started = threading.Event()
+
+
+@task
+def slow(name: str) -> None:
+    """Write a row after half a second: long enough to be seen pending."""
+    import time
+
+    from testproject.jobs.models import Record
+
+    slow_started.set()
+    time.sleep(0.5)
+    Record.objects.create(name=name)

@@ -65,10 +65,21 @@ def test_live_executor_is_shut_down_at_exit(tmp_path, cancel):
     result = run_python(script)
     assert result.returncode == 0, result.stderr
     ran = [line for line in result.stdout.splitlines() if line.startswith("ran")]
+    # Said before the wait: what is pending, and how long exit may take.
+    assert (
+        "Exiting with unfinished work: ThreadPoolExecutor-0: 1 running, 3 queued."
+        in result.stderr
+    )
     if cancel:
         assert ran == ["ran 0"]  # the running job finished; queued ones were cancelled
+        assert "pools' running work (queued work is cancelled)" in result.stderr
+        assert "ThreadPoolExecutor-0: 3 queued job(s) cancelled at exit" in (
+            result.stderr
+        )
     else:
         assert ran == ["ran 0", "ran 1", "ran 2", "ran 3"]
+        assert "for the pools' work, with no time limit." in result.stderr
+        assert "cancelled" not in result.stderr
     assert "still-open 0" in result.stdout.splitlines()
 
 

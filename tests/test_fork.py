@@ -60,12 +60,14 @@ started.wait(10)
 queued = executor.submit(record, "queued-before-fork")  # waits behind the gate
 child = os.fork()
 if child == 0:
-    try:
-        queued.result(timeout=10)
-        report(child_queued="ran")
-    except RuntimeError as error:
-        report(child_queued=str(error))
-    report(child_running=repr(running.exception(timeout=10)))
+    # The parent's futures are left pending here: completing them would
+    # take their locks, which a parent thread may have held at the fork.
+    for name, future in [("child_queued", queued), ("child_running", running)]:
+        try:
+            future.result(timeout=0.2)
+            report(**{name: "completed"})
+        except TimeoutError:
+            report(**{name: "pending"})
     sessions = {executor.submit(record, "child").result(10) for _ in range(20)}
     report(child_sessions=sorted(sessions))
     sys.exit(0)  # exit hooks run here too, in the child
@@ -116,8 +118,7 @@ def test_forked_child_gets_a_working_pool_and_leaves_the_parents_alone(alias, po
     reports = run_script(alias, EXECUTOR if pool == "executor" else TASKS)
     assert reports["child_exit"] == 0
     if pool == "executor":
-        assert "before the process forked" in reports["child_queued"]
-        assert "before the process forked" in reports["child_running"]
+        assert reports["child_queued"] == reports["child_running"] == "pending"
     else:
         assert reports["child_queued"] == "TaskResultDoesNotExist"
     # The child's new worker opened a session of its own...

@@ -369,3 +369,35 @@ def test_close_in_memory_database_handle_closes_what_close_refuses(
     refused = internals.is_connected(connection)
     internals.close_in_memory_database_handle(connection)
     assert (refused, internals.is_connected(connection)) == (True, False)
+
+
+def test_locks_a_unit_takes_are_the_signal_and_local_locks_a_unit_holds():
+    """Each lock is one a unit of work really takes, as the fork hooks assume."""
+    from django.core.signals import request_started
+
+    from django_thread import unit_of_work
+
+    locks = internals.locks_a_unit_takes()
+    assert request_started.lock in locks
+    # Hold them all in another thread: a unit in this thread must wait.
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        done.wait(10)
+        for lock in reversed(locks):
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    unit = threading.Thread(target=unit_of_work(lambda: None))
+    unit.start()
+    unit.join(0.2)
+    blocked = unit.is_alive()
+    done.set()
+    holder.join(10)
+    unit.join(10)
+    assert blocked

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -97,6 +96,20 @@ class Pool:
 
     # --- The registry's hooks (see django_thread.registry.WorkerPool) ---
 
+    def _pending_work(self) -> registry.PendingWork:
+        running = queued = deferred = 0
+        now = timezone.now()
+        for result in self.results.unfinished():
+            if result.status == "RUNNING":
+                running += 1
+            elif result.task.run_after is not None and result.task.run_after > now:
+                deferred += 1
+            else:
+                queued += 1
+        return registry.PendingWork(
+            f"tasks backend {self.alias!r}", running, queued, deferred
+        )
+
     def _retire_workers(self) -> list[threading.Thread]:
         with self._lock:
             queues = list(self._queues.values())
@@ -105,28 +118,19 @@ class Pool:
     def _after_fork_in_child(self) -> None:
         """In a forked child: new workers for new tasks; the parent's are dropped.
 
-        Tasks waiting at the fork belong to the parent, which runs them.
-        Results live in the memory of the process that enqueued the task, so
-        the child starts with an empty store: the parent's results, and the
-        store's lock (which a parent thread may have held), stay behind.
+        Tasks waiting or running at the fork belong to the parent, which runs
+        them. Results live in the memory of the process that enqueued the
+        task, so the child starts with an empty store: the parent's results,
+        and the store's lock, stay behind. Every lock is replaced, never
+        taken, and nothing is logged: see the rule in
+        :mod:`django_thread.registry`.
         """
         global _pools_lock
         _pools_lock = threading.Lock()  # the module's too; re-creating it is cheap
         self._lock = threading.Lock()
-        dropped = [
-            job
-            for queue in self._queues.values()
-            for job in queue.after_fork_in_child()
-        ]
+        for queue in self._queues.values():
+            queue.after_fork_in_child()
         self.results = ResultStore(self.options.max_results, self.options.result_ttl)
-        if dropped:
-            logger.info(
-                "Task backend %r in forked child %d: %d task(s) queued before "
-                "the fork are left to the parent",
-                self.alias,
-                os.getpid(),
-                len(dropped),
-            )
 
 
 _pools: dict[str, Pool] = {}

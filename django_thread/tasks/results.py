@@ -133,6 +133,11 @@ class ResultStore:
             else:
                 self._unfinished[result.id] = result
 
+    def unfinished(self) -> list[TaskResult[Any, Any]]:
+        """The results still waiting or running, for the exit report."""
+        with self._lock:
+            return list(self._unfinished.values())
+
     def discard(self, result_id: str) -> None:
         with self._lock:
             self._unfinished.pop(result_id, None)
