@@ -53,7 +53,7 @@ def _release_worker_connections(django_db_blocker: Any) -> None:
     forbids outside a test otherwise: it could not tell whether a worker left
     a transaction open.
     """
-    from django_thread.testing import release_worker_connections
+    from django_thread import registry
 
     with django_db_blocker.unblock():
-        release_worker_connections()
+        registry.release_connections()

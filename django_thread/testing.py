@@ -39,7 +39,6 @@ from django_thread import registry, sharing
 __all__ = [
     "DiscoverRunner",
     "ReleaseConnectionsMixin",
-    "release_worker_connections",
     "share_test_connections",
 ]
 
@@ -144,15 +143,6 @@ def share_test_connections(test: Any = None) -> Any:
     return scope if test is None else scope(test)
 
 
-def release_worker_connections() -> None:
-    """Make every idle django_thread worker close its connections now.
-
-    For test runners, before they destroy the test databases; new work
-    starts new workers.
-    """
-    registry.release_connections()
-
-
 class ReleaseConnectionsMixin:
     """A test runner mixin: workers close their connections before teardown.
 
@@ -178,14 +168,14 @@ class ReleaseConnectionsMixin:
 
         @functools.wraps(teardown)
         def teardown_databases(self: Any, old_config: Any, **kwargs: Any) -> None:
-            release_worker_connections()
+            registry.release_connections()
             teardown(self, old_config, **kwargs)
 
         setattr(teardown_databases, _RELEASES, True)
         cls.teardown_databases = teardown_databases  # type: ignore[method-assign]
 
     def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
-        release_worker_connections()
+        registry.release_connections()
         super().teardown_databases(old_config, **kwargs)  # type: ignore[misc]
 
 
