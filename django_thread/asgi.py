@@ -25,13 +25,13 @@ request left open is rolled back, so that it cannot poison the next one.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import itertools
 import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent import futures
 from typing import Any, TypeVar
@@ -101,6 +101,10 @@ class RequestThread(futures.Executor):
         self.thread = start_worker(
             name, _serve, (self._queue,), logger, persistent_connections=False
         )
+        # Dropped without being retired (its RequestThreads was collected):
+        # the thread ends anyway, as an executor's workers do when their
+        # executor is collected; otherwise exit would wait for it forever.
+        weakref.finalize(self, self._queue.put, None)
 
     def submit(
         self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any
@@ -117,7 +121,11 @@ class RequestThread(futures.Executor):
 
 def _end_request() -> None:
     """On the request thread, after a request: roll back what it left open."""
-    leaked = discard_leaked_transactions(unit_connections())
+    try:
+        leaked = discard_leaked_transactions(unit_connections())
+    except Exception:
+        logger.exception("Ending an ASGI request's transactions failed")
+        return
     if leaked:
         logger.warning(
             "An ASGI request left a transaction open on %s; it was rolled "
@@ -221,8 +229,10 @@ class RequestThreadsApplication:
         try:
             async with ThreadSensitiveContext(executor=thread):
                 await self.application(scope, receive, send)
-            await asyncio.wrap_future(thread.submit(_end_request))
         finally:
+            # Queued, not awaited: it runs before anything of the next
+            # request the thread serves, however this one ended.
+            thread.submit(_end_request)
             self.threads.give_back(thread)
 
 

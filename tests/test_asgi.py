@@ -1,6 +1,8 @@
-"""End to end under uvicorn: ``CONN_MAX_AGE`` under ASGI, with and without the line.
+"""ASGI request threads: ``CONN_MAX_AGE`` under ASGI, with and without the line.
 
-uvicorn serves testproject on PostgreSQL with ``CONN_MAX_AGE = 600``. 300
+In process, Django's ``ASGIHandler`` (``get_asgi_application()``) is called
+as a server would, alone and wrapped by :func:`django_thread.asgi.wrap`.
+End to end, uvicorn serves testproject on PostgreSQL with ``CONN_MAX_AGE = 600``. 300
 requests go to a sync view and to async views that reach the ORM through
 ``sync_to_async`` (thread-sensitive, and not) and ``to_thread``. The
 server's sessions are counted by their ``application_name`` while the
@@ -10,6 +12,7 @@ compared with the number of threads the server process has.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,15 +24,173 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import asgiref.sync
 import pytest
+from django.core.asgi import get_asgi_application
 from django.db import connections
 
-from tests.helpers import REPO_ROOT, wait_for
+import django_thread.asgi
+from django_thread.testing import release_worker_connections
+from testproject.jobs.models import Record
+from tests.helpers import REPO_ROOT, database_settings, wait_for
 from tests.processes import database_url
+from tests.test_transactions import leak_atomic
 
 REQUESTS = 300
 CLIENTS = 8
 VIEWS = ["sync", "thread-sensitive", "thread-pool", "to-thread"]
+
+
+async def call(application, path: str) -> list[dict]:
+    """One GET request, as an ASGI server makes it; the messages sent back."""
+    path, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+    sent = []
+
+    async def receive():
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # no disconnect: the handler cancels this
+
+    async def send(message):
+        sent.append(message)
+
+    await application(scope, receive, send)
+    return sent
+
+
+def sessions_of(application, alias: str, requests: int = 3) -> list[int]:
+    """The session each of ``requests`` sequential requests to the sync view used."""
+
+    async def main():
+        replies = []
+        for _ in range(requests):
+            sent = await call(application, f"/asgi/sync/?alias={alias}")
+            assert sent[0]["status"] == 200, sent
+            replies.append(json.loads(sent[1]["body"])["session"])
+        return replies
+
+    return asyncio.run(main())
+
+
+def test_djangos_request_threads_leave_their_connections_open(
+    alias, opened_connections
+):
+    """Django alone: a new thread, so a new connection, per request; none closed.
+
+    (The test keeps the wrappers referenced; in a server they stay open
+    until the garbage collector breaks their reference cycles.)
+    """
+    with database_settings(alias, CONN_MAX_AGE=600):
+        replies = sessions_of(get_asgi_application(), alias)
+    assert opened_connections.opened(alias) == 3
+    assert opened_connections.still_open(alias) == 3
+    for wrapper in opened_connections.wrappers:
+        wrapper.connection.close()  # what the garbage collector would do
+    assert len(set(replies)) == 3
+
+
+def test_request_threads_keep_conn_max_age_and_close_when_retired(
+    alias, opened_connections
+):
+    application = django_thread.asgi.wrap(get_asgi_application())
+    with database_settings(alias, CONN_MAX_AGE=600):
+        replies = sessions_of(application, alias)
+        assert len(set(replies)) == 1  # one thread, one connection, reused
+        assert opened_connections.still_open(alias) == 1
+        release_worker_connections()  # the thread retires
+        assert opened_connections.still_open(alias) == 0
+        # The next request starts a new thread.
+        assert sessions_of(application, alias, 1) != replies[:1]
+    release_worker_connections()
+    assert opened_connections.still_open(alias) == 0
+
+
+def test_request_threads_honour_conn_max_age_zero(alias, opened_connections):
+    application = django_thread.asgi.wrap(get_asgi_application())
+    with database_settings(alias, CONN_MAX_AGE=0):
+        sessions_of(application, alias)
+        assert opened_connections.opened(alias) == 3
+        assert opened_connections.still_open(alias) == 0
+    release_worker_connections()
+
+
+def test_a_thread_beyond_max_idle_retires_and_closes_its_connections(
+    alias, opened_connections
+):
+    threads = django_thread.asgi.RequestThreads(max_idle=1)
+    first, second = threads.take(), threads.take()
+    with database_settings(alias, CONN_MAX_AGE=600):
+        for thread in (first, second):
+            thread.submit(Record.objects.using(alias).count).result()
+        threads.give_back(first)
+        threads.give_back(second)
+        second.thread.join(5)
+        assert not second.thread.is_alive()
+        assert first.thread.is_alive()
+        assert opened_connections.still_open(alias) == 1
+        assert threads.take() is first  # the idle one serves the next request
+        threads.give_back(first)
+        threads.shutdown()
+    assert opened_connections.still_open(alias) == 0
+
+
+@pytest.mark.parametrize("ending", ["response", "exception"])
+def test_a_transaction_a_request_leaks_does_not_poison_the_next(alias, ending, caplog):
+    """Django's handler would close the connection but leave the wrapper in
+    its atomic block: every later request on the thread would fail."""
+
+    def create(alias, name):
+        Record.objects.using(alias).create(name=name)
+
+    async def leaky_then_fine(scope, receive, send):
+        name = scope["path"]
+        write = leak_atomic if name == "leaked" else create
+        await asgiref.sync.sync_to_async(write)(alias, name)
+        if name == "leaked" and ending == "exception":
+            raise RuntimeError("the request failed")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    application = django_thread.asgi.wrap(leaky_then_fine, max_idle_threads=1)
+
+    async def main():
+        for name in ["leaked", "next-0", "next-1"]:
+            try:
+                await call(application, name)
+            except RuntimeError:
+                assert name == "leaked" and ending == "exception"
+
+    asyncio.run(main())
+    release_worker_connections()
+    names = set(Record.objects.using(alias).values_list("name", flat=True))
+    assert names == {"next-0", "next-1"}
+    assert "left a transaction open" in caplog.text
+
+
+def test_lifespan_events_pass_through_untouched():
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append((scope["type"], threading.current_thread()))
+
+    application = django_thread.asgi.wrap(inner)
+    asyncio.run(application({"type": "lifespan"}, None, None))
+    assert seen == [("lifespan", threading.main_thread())]
 
 
 class Uvicorn:
