@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.request
@@ -33,7 +34,7 @@ import django_thread.asgi
 from django_thread.testing import release_worker_connections
 from testproject.jobs.models import Record
 from tests.helpers import REPO_ROOT, database_settings, wait_for
-from tests.processes import database_url
+from tests.processes import database_url, run_python
 from tests.test_transactions import leak_atomic
 
 REQUESTS = 300
@@ -191,6 +192,64 @@ def test_lifespan_events_pass_through_untouched():
     application = django_thread.asgi.wrap(inner)
     asyncio.run(application({"type": "lifespan"}, None, None))
     assert seen == [("lifespan", threading.main_thread())]
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, atexit, gc, os, sys, threading
+    sys.path.insert(0, {root!r})
+    os.environ["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    os.environ["TESTPROJECT_DATABASE_URL"] = "sqlite:///" + {db!r}
+
+    opened = []
+
+    def report():  # registered before django_thread's hook, so it runs after it
+        print("still-open", sum(1 for w in opened if w.connection is not None))
+
+    atexit.register(report)
+
+    import django
+    from django.conf import settings
+    django.setup()
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 600
+    from django.core.management import call_command
+    from django.db.backends.signals import connection_created
+    call_command("migrate", verbosity=0)
+    connection_created.connect(
+        lambda connection, **kw: opened.append(connection)
+        if threading.current_thread() is not threading.main_thread() else None,
+        weak=False,
+    )
+
+    from testproject.asgi import application
+    from tests.test_asgi import call
+
+    async def main():
+        for _ in range(3):
+            await call(application, "/asgi/sync/")
+
+    asyncio.run(main())
+    print("opened", len(opened), flush=True)
+    if {drop!r}:
+        import testproject
+        del application, testproject.asgi, sys.modules["testproject.asgi"]
+        gc.collect()
+        from django_thread import registry
+        from django_thread.asgi import RequestThreads
+        assert not any(isinstance(o, RequestThreads) for o in registry.live_owners())
+    """
+)
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["kept", "collected"])
+def test_request_threads_close_their_connections_at_exit(tmp_path, drop):
+    """Whether the application is still alive at exit or was collected."""
+    script = EXIT_SCRIPT.format(
+        root=str(REPO_ROOT), db=str(tmp_path / "exit.sqlite3"), drop=drop
+    )
+    result = run_python(script, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["opened", "1", "still-open", "0"], result
 
 
 class Uvicorn:
