@@ -21,6 +21,7 @@ never returns ends the run with every thread's stack rather than hanging it.
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import faulthandler
 import inspect
@@ -153,6 +154,9 @@ NOT_RUN = {
         "jobs that failed, of 6, CONN_MAX_AGE=600       6       2              2",
     ): ("the demo's output on PostgreSQL; tests/test_demo.py compares it"),
     ("sh", "python -m pip install django-thread"): "shell: installs the package",
+    ("text", "sessions, most at once   after the requests   server threads"): (
+        "numbers measured under uvicorn; tests/test_asgi.py asserts what they show"
+    ),
     ("python", "from celery.signals import worker_process_shutdown"): (
         "needs Celery, which is not a test dependency; the call it makes, "
         "registry.shutdown_all(), is the exit hook that tests/test_exit.py runs"
@@ -435,6 +439,32 @@ def check_wait_for_a_task(run_block, block):
         result = namespace["wait_for"](record.enqueue("waited for"))
     assert result.status == "SUCCESSFUL", result.errors
     assert Record.objects.get().name == "waited for"
+
+
+@checks("application = django_thread.asgi.wrap(get_asgi_application())")
+def check_asgi_wrap(run_block, block, opened_connections):
+    from django_thread.asgi import RequestThreadsApplication
+    from django_thread.testing import release_worker_connections
+    from tests.test_asgi import call
+
+    namespace = run_block(block)
+    application = namespace["application"]
+    assert isinstance(application, RequestThreadsApplication)
+    sent = asyncio.run(call(application, "/asgi/sync/"))
+    assert sent[0]["status"] == 200
+    assert opened_connections.opened("default") == 1
+    release_worker_connections()
+    assert opened_connections.still_open() == 0
+
+
+@checks("async def count_records():")
+def check_async_drop_ins(run_block, block, opened_connections):
+    namespace = run_block(block)
+    asyncio.run(namespace["create_record"]("async"))
+    assert asyncio.run(namespace["count_records"]()) == 1
+    assert Record.objects.get().name == "async"
+    assert opened_connections.opened("default") >= 1
+    assert opened_connections.still_open() == 0  # CONN_MAX_AGE is 0
 
 
 # -- The tests. ---------------------------------------------------------------
