@@ -104,7 +104,11 @@ class RequestThread(futures.Executor):
         # Dropped without being retired (its RequestThreads was collected):
         # the thread ends anyway, as an executor's workers do when their
         # executor is collected; otherwise exit would wait for it forever.
-        weakref.finalize(self, self._queue.put, None)
+        self._finalizer = weakref.finalize(self, self._queue.put, None)
+
+    def forget(self) -> None:
+        """In a forked child, where the thread does not exist: never wake it."""
+        self._finalizer.detach()
 
     def submit(
         self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any
@@ -201,6 +205,8 @@ class RequestThreads:
     def _after_fork_in_child(self) -> None:
         """The parent's threads do not exist here; new requests start new ones."""
         self._lock = threading.Lock()  # another thread may have held it
+        for thread in self._idle:
+            thread.forget()
         self._idle = []
         self._generation += 1
 
