@@ -43,6 +43,7 @@ from django_thread import registry
 from django_thread.lifecycle import ensure_app_installed
 from django_thread.thread_connections import (
     discard_leaked_transactions,
+    give_back_pooled_connections,
     unit_connections,
 )
 from django_thread.workers import start_worker
@@ -124,9 +125,14 @@ class RequestThread(futures.Executor):
 
 
 def _end_request() -> None:
-    """On the request thread, after a request: roll back what it left open."""
+    """On the request thread, after a request: roll back what it left open.
+
+    And give Django's native pool back what a late ``request_finished``
+    receiver took from it, as a unit's end does.
+    """
     try:
         leaked = discard_leaked_transactions(unit_connections())
+        give_back_pooled_connections()
     except Exception:
         logger.exception("Ending an ASGI request's transactions failed")
         return

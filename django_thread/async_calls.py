@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent import futures
@@ -68,10 +69,21 @@ async def to_thread(
 
     The pool runs it in a copy of this task's context (see
     :mod:`django_thread.context`), so context variables reach it as they do
-    through ``asyncio.to_thread``; so do the active language and time zone.
+    through ``asyncio.to_thread``, and so do the active language and time
+    zone. With ``DJANGO_THREAD_COPY_CONTEXT`` off ("the standard library's
+    behaviour"), the context is still copied, as asyncio copies it, without
+    the language and time zone.
     """
-    future = shared_pool().submit(func, *args, **kwargs)
-    return await asyncio.wrap_future(future)
+    from django_thread.conf import settings
+
+    loop = asyncio.get_running_loop()
+    pool = shared_pool()
+    if settings.DJANGO_THREAD_COPY_CONTEXT:
+        future = pool.submit(func, *args, **kwargs)
+    else:
+        call = functools.partial(func, *args, **kwargs)
+        future = pool.submit(contextvars.copy_context().run, call)
+    return await asyncio.wrap_future(future, loop=loop)
 
 
 @overload

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor as StdlibPool
 import asgiref.sync
 import pytest
 from django.core.signals import request_finished, request_started
+from django.test import override_settings
 from django.utils import translation
 
 import django_thread
@@ -94,6 +95,18 @@ def test_to_thread_keeps_what_the_call_sets_to_itself_as_asyncio_does(call):
         return variable.get()
 
     assert asyncio.run(main()) == "caller's"
+
+
+@pytest.mark.parametrize("call", STANDARD + OURS, ids=IDS)
+def test_without_copy_context_context_variables_still_reach_the_call(call):
+    """``DJANGO_THREAD_COPY_CONTEXT = False`` is the standard behaviour: a copy."""
+
+    async def main():
+        variable.set("caller's")
+        return await call(variable.get, "unset")
+
+    with override_settings(DJANGO_THREAD_COPY_CONTEXT=False):
+        assert asyncio.run(main()) == "caller's"
 
 
 @pytest.mark.parametrize(
