@@ -34,7 +34,12 @@ from django.db import connections
 import django_thread.asgi
 from django_thread.testing import release_worker_connections
 from testproject.jobs.models import Record
-from tests.helpers import REPO_ROOT, database_settings, wait_for
+from tests.helpers import (
+    REPO_ROOT,
+    database_settings,
+    native_postgres_pool,
+    wait_for,
+)
 from tests.processes import database_url, run_python
 from tests.test_transactions import leak_atomic
 
@@ -182,6 +187,27 @@ def test_a_transaction_a_request_leaks_does_not_poison_the_next(alias, ending, c
     names = set(Record.objects.using(alias).values_list("name", flat=True))
     assert names == {"next-0", "next-1"}
     assert "left a transaction open" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_an_idle_request_thread_holds_no_slot_of_the_native_pool():
+    """Even when nothing gave the connection back during the request."""
+    pytest.importorskip("psycopg_pool")
+
+    async def query_only(scope, receive, send):
+        await asgiref.sync.sync_to_async(Record.objects.using("postgres").count)()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    application = django_thread.asgi.wrap(query_only)
+    with native_postgres_pool(max_size=2, timeout=2) as pool:
+        pool.open(wait=True)
+        asyncio.run(call(application, "/"))
+        [thread] = application.threads._idle
+        thread.submit(int).result(5)  # the thread is done with the request
+        stats = pool.get_stats()
+        assert stats["pool_size"] - stats["pool_available"] == 0
+        release_worker_connections()
 
 
 def test_lifespan_events_pass_through_untouched():
