@@ -18,9 +18,11 @@ class DjangoThreadConfig(AppConfig):
     stopped_classes = ("django_thread.thread.Thread",)
     #: Classes whose live instances own worker threads: at exit each drains
     #: its queued work (or cancels it, ``DJANGO_THREAD_CANCEL_AT_EXIT``), in
-    #: this order, executors before task pools since executor jobs may
-    #: enqueue tasks; in a forked child each starts afresh.
+    #: this order: ASGI request threads first, then executors before task
+    #: pools since executor jobs may enqueue tasks; in a forked child each
+    #: starts afresh.
     drained_classes = (
+        "django_thread.asgi.RequestThreads",
         "django_thread.executor.ThreadPoolExecutor",
         "django_thread.tasks.pools.Pool",
     )

@@ -44,6 +44,7 @@ from django_thread.internals import in_atomic_block
 from django_thread.thread_connections import (
     close_after_failure,
     discard_leaked_transactions,
+    give_back_pooled_connections,
     hide_lent_connections,
     in_transaction,
     put_back_lent_connections,
@@ -217,6 +218,7 @@ def finish_unit(sender: Any, failed: bool, send_signals: bool | None = None) -> 
 
         if settings.DJANGO_THREAD_CLOSE_ON_ERROR:
             close_after_failure()
+    give_back_pooled_connections()
 
 
 def _send_signals() -> bool:

@@ -287,6 +287,26 @@ def unit_connections() -> Sequence[BaseDatabaseWrapper]:
     return list(connected.values())
 
 
+def give_back_pooled_connections() -> None:
+    """At a unit's end: every connection of Django's native pool goes back to it.
+
+    Django's ``request_finished`` receiver usually does it (the pool
+    requires ``CONN_MAX_AGE = 0``), but a receiver that runs after it, or
+    the cleanup of a unit with signals off and errors, can leave one
+    checked out; the thread would then hold a pool slot while it waits for
+    its next unit, and with more threads than slots the others end in
+    ``PoolTimeout``. A wrapper still inside ``atomic()`` is never this
+    unit's to close (a caller's, see :func:`~django_thread.unit_of_work`).
+    """
+    for connection in unit_connections():
+        if (
+            connection.settings_dict["OPTIONS"].get("pool")
+            and is_connected(connection)
+            and not in_atomic_block(connection)
+        ):
+            run_direct_cleanup(connection.close)
+
+
 def run_direct_cleanup(action: Callable[[], object]) -> None:
     """Run one of Django's cleanups; a failure is logged, never raised."""
     try:

@@ -45,11 +45,15 @@ exclude_patterns = ["_build"]
 # are the standard library's and Django's, which these docs do not document
 # and cannot link to without the network (no intersphinx).
 nitpick_ignore_regex = [
-    (r"py:.*", r"(concurrent|threading|typing|collections|types|django|asyncio)\..*"),
+    (
+        r"py:.*",
+        r"(concurrent|threading|typing|collections|types|django|asyncio"
+        r"|contextvars|asgiref)\..*",
+    ),
     (r"py:.*", r"(_F|_P|_T|T|P|Any|Callable|TracebackType|Future|Executor|TaskResult)"),
     (r"py:.*", r"_P\..*"),
     # Type variables and helper classes of signatures, internal by design.
-    (r"py:class", r"django_thread\.\w+\.(_\w+|T|UnitOfWork)"),
+    (r"py:class", r"django_thread\.\w+\.(_\w+|T|UnitOfWork|RequestThreadsApplication)"),
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

@@ -6,15 +6,20 @@ helpers from here, never from a conftest.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from django.db import connections
+
+import django_thread
+from django_thread.registry import release_connections
 
 #: Strict mode: under CI=true an unreachable MariaDB, or any skip, fails the run.
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -140,13 +145,82 @@ def database_settings(alias: str, **overrides: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def native_postgres_pool(max_size: int) -> Iterator[Any]:
+def native_postgres_pool(max_size: int, timeout: float = 20) -> Iterator[Any]:
     """Django's native psycopg pool on the ``postgres`` alias; yields the pool."""
     options = dict(connections.settings["postgres"].get("OPTIONS", {}))
-    options["pool"] = {"min_size": 1, "max_size": max_size, "timeout": 20}
+    options["pool"] = {"min_size": 1, "max_size": max_size, "timeout": timeout}
     with database_settings("postgres", CONN_MAX_AGE=0, OPTIONS=options):
         try:
             yield connections["postgres"].pool
         finally:
             connections["postgres"].close()  # back to the pool before closing it
             connections["postgres"].close_pool()
+
+
+#: The ways a sync call reaches a django_thread pool, for tests that hold
+#: each of them to the executor's guarantees.
+CALLERS = ["executor", "to_thread", "sync_to_async"]
+
+#: The name of the shared pool's threads (django_thread.async_calls).
+SHARED_POOL_PREFIX = "django_thread.to_thread"
+
+
+def _through_to_thread(fn: Callable[..., Any], *args: Any) -> Coroutine[Any, Any, Any]:
+    return django_thread.to_thread(fn, *args)
+
+
+def _through_sync_to_async(
+    fn: Callable[..., Any], *args: Any
+) -> Coroutine[Any, Any, Any]:
+    return django_thread.sync_to_async(fn, thread_sensitive=False)(*args)
+
+
+class AsyncCaller:
+    """``submit()`` as an executor's, each call awaited through an async drop-in.
+
+    The event loop runs in a thread of its own, so that a test can have
+    several calls in flight at once, as it does with an executor. Each call
+    checks that it really ran on the shared pool.
+    """
+
+    def __init__(self, through: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+        self.through = through
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        def on_the_shared_pool(*args: Any) -> Any:
+            name = threading.current_thread().name
+            assert name.startswith(SHARED_POOL_PREFIX), name
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(
+            self.through(on_the_shared_pool, *args), self.loop
+        )
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+@contextlib.contextmanager
+def calls_through(caller: str, max_workers: int) -> Iterator[Any]:
+    """An object whose ``submit()`` runs each call through ``caller`` (see CALLERS).
+
+    ``max_workers`` bounds the executor; the shared pool has its own size,
+    at least the executor's default. On the way out the shared pool's
+    workers close their connections, so that the next test starts afresh.
+    """
+    if caller == "executor":
+        with django_thread.ThreadPoolExecutor(max_workers=max_workers) as executor:
+            yield executor
+        return
+    through = {"to_thread": _through_to_thread, "sync_to_async": _through_sync_to_async}
+    async_caller = AsyncCaller(through[caller])
+    try:
+        yield async_caller
+    finally:
+        async_caller.close()
+        release_connections()

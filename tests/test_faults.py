@@ -1,4 +1,9 @@
-"""Connections killed by the server: the pool recovers, jobs keep working."""
+"""Connections killed by the server: the pool recovers, jobs keep working.
+
+Each test runs its calls through every caller (``tests.helpers.CALLERS``):
+the executor, and ``to_thread`` and ``sync_to_async(thread_sensitive=False)``
+on the shared pool, which owe the same guarantees.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from django.db import connections
 from django_thread import ThreadPoolExecutor
 from testproject.jobs.models import Record
 from tests.helpers import (
+    CALLERS,
+    calls_through,
     database_settings,
     kill_server_connections,
     native_postgres_pool,
@@ -34,22 +41,40 @@ def run_round(executor, alias, start, count=WORKERS * 2):
     return sum(1 for f in futures if f.exception(timeout=30) is not None)
 
 
-def test_health_checks_survive_server_side_kill_without_a_failure(server_alias):
+def held_connections(alias, caller):
+    """The workers' connections: one per busy worker, WORKERS for the executor.
+
+    The shared pool is larger, so it may start a worker for each call.
+    """
+    held = server_connection_count(alias)
+    assert held == WORKERS if caller == "executor" else WORKERS <= held <= WORKERS * 2
+    return held
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_health_checks_survive_server_side_kill_without_a_failure(server_alias, caller):
     with database_settings(server_alias, CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True):
-        with ThreadPoolExecutor(max_workers=WORKERS) as executor:
+        with calls_through(caller, max_workers=WORKERS) as executor:
             assert run_round(executor, server_alias, 0) == 0
-            assert server_connection_count(server_alias) == WORKERS
-            assert kill_server_connections(server_alias) == WORKERS
+            held = held_connections(server_alias, caller)
+            assert kill_server_connections(server_alias) == held
             assert run_round(executor, server_alias, 100) == 0
-            assert kill_server_connections(server_alias) == WORKERS
+            held = held_connections(server_alias, caller)
+            assert kill_server_connections(server_alias) == held
             assert run_round(executor, server_alias, 200) == 0
     assert Record.objects.using(server_alias).count() == WORKERS * 2 * 3
 
 
-def test_without_health_checks_each_worker_fails_once_then_recovers(server_alias):
-    """Django's own behaviour, kept: the broken connection is dropped at unit end."""
+@pytest.mark.parametrize("caller", CALLERS)
+def test_without_health_checks_each_worker_fails_once_then_recovers(
+    server_alias, caller
+):
+    """Django's own behaviour, kept: the broken connection is dropped at unit end.
+
+    Calls one after another all run on the same, first, worker.
+    """
     with database_settings(server_alias, CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=False):
-        with ThreadPoolExecutor(max_workers=1) as executor:
+        with calls_through(caller, max_workers=1) as executor:
             executor.submit(
                 lambda: Record.objects.using(server_alias).exists()
             ).result()
@@ -72,13 +97,14 @@ def _idle_timeout_options(alias):
     return {"init_command": "SET SESSION wait_timeout=1"}
 
 
-def test_idle_timeout_on_the_server_does_not_fail_later_jobs(server_alias):
+@pytest.mark.parametrize("caller", CALLERS)
+def test_idle_timeout_on_the_server_does_not_fail_later_jobs(server_alias, caller):
     options = dict(connections.settings[server_alias].get("OPTIONS", {}))
     options.update(_idle_timeout_options(server_alias))
     with database_settings(
         server_alias, CONN_MAX_AGE=600, CONN_HEALTH_CHECKS=True, OPTIONS=options
     ):
-        with ThreadPoolExecutor(max_workers=WORKERS) as executor:
+        with calls_through(caller, max_workers=WORKERS) as executor:
             assert run_round(executor, server_alias, 0) == 0
             wait_for(
                 lambda: server_connection_count(server_alias) == 0,

@@ -198,3 +198,37 @@ def test_a_fork_never_detaches_a_connection_the_forking_thread_lent(server_alias
         """,
     )
     assert reports["in_child"].startswith("socket:"), reports
+
+
+ASGI = """
+import asyncio
+from testproject.asgi import application
+from tests.test_asgi import call
+
+def session():
+    sent = asyncio.run(call(application, "/asgi/sync/"))
+    return json.loads(sent[1]["body"])["session"]
+
+warm = session()
+child = os.fork()
+if child == 0:
+    report(child_sessions=sorted({session() for _ in range(5)}))
+    sys.exit(0)  # exit hooks run here too, in the child
+_, status = os.waitpid(child, 0)
+report(child_exit=os.waitstatus_to_exitcode(status))
+report(parent_warm=warm, parent_after=session())
+"""
+
+
+def test_forked_child_gets_new_asgi_request_threads_and_leaves_the_parents_alone(
+    alias,
+):
+    reports = run_script(alias, ASGI)
+    assert reports["child_exit"] == 0
+    # One new request thread in the child, on a session of its own...
+    assert len(reports["child_sessions"]) == 1
+    assert reports["parent_warm"] not in reports["child_sessions"]
+    # ...and the parent's request thread still uses the session it had.
+    assert reports["parent_after"] == reports["parent_warm"]
+    if alias != "default":
+        wait_for(lambda: server_connection_count(alias) == 0, "sessions to end")

@@ -21,6 +21,7 @@ returns ends the run with every thread's stack rather than hanging it.
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import faulthandler
 import inspect
@@ -353,6 +354,32 @@ def check_project_runner(run_block, block):
         assert not worker.is_alive()  # the idle worker let its connections go
     finally:
         executor.shutdown()
+
+
+@checks("application = django_thread.asgi.wrap(get_asgi_application())")
+def check_asgi_wrap(run_block, block, opened_connections):
+    from django_thread import registry
+    from django_thread.asgi import RequestThreadsApplication
+    from tests.test_asgi import call
+
+    namespace = run_block(block)
+    application = namespace["application"]
+    assert isinstance(application, RequestThreadsApplication)
+    sent = asyncio.run(call(application, "/asgi/sync/"))
+    assert sent[0]["status"] == 200
+    assert opened_connections.opened("default") == 1
+    registry.release_connections()
+    assert opened_connections.still_open() == 0
+
+
+@checks("async def count_records():")
+def check_async_drop_ins(run_block, block, opened_connections):
+    namespace = run_block(block)
+    asyncio.run(namespace["create_record"]("async"))
+    assert asyncio.run(namespace["count_records"]()) == 1
+    assert Record.objects.get().name == "async"
+    assert opened_connections.opened("default") >= 1
+    assert opened_connections.still_open() == 0  # CONN_MAX_AGE is 0
 
 
 # -- The tests. ---------------------------------------------------------------

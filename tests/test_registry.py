@@ -8,13 +8,18 @@ import inspect
 from django.apps import apps
 
 from django_thread import Thread, ThreadPoolExecutor, registry
+from django_thread.asgi import RequestThreads
 from django_thread.tasks.pools import Pool
 
 
 def test_managed_classes_come_from_the_app_config():
     config = apps.get_app_config("django_thread")
     assert registry._resolve(registry._stopped_paths) == [Thread]
-    assert registry._resolve(registry._drained_paths) == [ThreadPoolExecutor, Pool]
+    assert registry._resolve(registry._drained_paths) == [
+        RequestThreads,
+        ThreadPoolExecutor,
+        Pool,
+    ]
     assert registry._stopped_paths == tuple(config.stopped_classes)
     assert registry._drained_paths == tuple(config.drained_classes)
 

@@ -9,7 +9,7 @@ from django.db import connections, transaction
 
 from django_thread import Thread, ThreadPoolExecutor, Timer, unit_of_work
 from testproject.jobs.models import Record
-from tests.helpers import backend_id, database_settings
+from tests.helpers import CALLERS, backend_id, calls_through, database_settings
 
 
 @pytest.mark.parametrize("how", ["thread", "timer", "executor"])
@@ -53,16 +53,18 @@ def leak_autocommit_off(alias, name):
     Record.objects.using(alias).create(name=name)
 
 
+@pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize(
     "leak", [leak_atomic, leak_autocommit_off], ids=["atomic", "autocommit"]
 )
 @pytest.mark.parametrize("max_age", [0, 600], ids=["age0", "age600"])
 def test_leaked_transaction_is_rolled_back_and_does_not_poison_next_job(
-    alias, leak, max_age, caplog
+    alias, leak, max_age, caller, caplog
 ):
+    """Calls one after another run on one worker: the leak's, if not repaired."""
     with database_settings(alias, CONN_MAX_AGE=max_age):
         with caplog.at_level(logging.WARNING, logger="django_thread"):
-            with ThreadPoolExecutor(max_workers=1) as executor:
+            with calls_through(caller, max_workers=1) as executor:
                 executor.submit(leak, alias, "leaked").result()
                 for i in range(3):
                     executor.submit(
