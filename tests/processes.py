@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 from django.db import connections
 
@@ -37,3 +41,64 @@ def run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess[
         timeout=timeout,
         env=env,
     )
+
+
+class ServerProcess:
+    """A server run as ``python -m ARGS`` from ``root``, its output read as it comes.
+
+    ``env`` is added to the test run's environment, less its
+    ``DJANGO_SETTINGS_MODULE``; the repository is on the path.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], root: str) -> None:
+        environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        environ["PYTHONPATH"] = root
+        environ.update(env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=root,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, count: int = 1) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern`` in the output, within 30 s."""
+        deadline = time.monotonic() + 30
+        while True:
+            found = [m for m in map(re.compile(pattern).search, self.lines) if m]
+            if len(found) >= count:
+                return found
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} in:\n{self.output()}")
+            time.sleep(0.02)
+
+    def stop(self, how: signal.Signals, timeout: float) -> int | None:
+        """Send ``how`` (the server's graceful stop); SIGKILL after ``timeout``.
+
+        The exit status, or None when it had to be killed.
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(how)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return None
+        self._reader.join(5)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return self.process.returncode

@@ -16,11 +16,8 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +37,7 @@ from tests.helpers import (
     native_postgres_pool,
     wait_for,
 )
-from tests.processes import database_url, run_python
+from tests.processes import ServerProcess, database_url, run_python
 from tests.test_transactions import leak_atomic
 
 REQUESTS = 300
@@ -293,19 +290,12 @@ def test_request_threads_close_their_connections_at_exit(tmp_path, drop):
     assert result.stdout.split() == ["opened", "1", "still-open", "0"], result
 
 
-class Uvicorn:
+class Uvicorn(ServerProcess):
     """A uvicorn server on a free port, serving ``application`` (module:name)."""
 
     def __init__(self, application: str, application_name: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        env["DJANGO_SETTINGS_MODULE"] = "tests.asgi_settings"
-        env["TESTPROJECT_DATABASE_URL"] = database_url("postgres")
-        env["TESTPROJECT_APPLICATION_NAME"] = application_name
-        env["PYTHONPATH"] = str(REPO_ROOT)
-        self.process = subprocess.Popen(
+        super().__init__(
             [
-                sys.executable,
-                "-m",
                 "uvicorn",
                 "--host=127.0.0.1",
                 "--port=0",
@@ -313,53 +303,23 @@ class Uvicorn:
                 "--no-access-log",
                 application,
             ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            {
+                "DJANGO_SETTINGS_MODULE": "tests.asgi_settings",
+                "TESTPROJECT_DATABASE_URL": database_url("postgres"),
+                "TESTPROJECT_APPLICATION_NAME": application_name,
+            },
+            str(REPO_ROOT),
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.base = f"http://127.0.0.1:{self._port()}/asgi/"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def _port(self) -> str:
-        deadline = time.monotonic() + 30
-        while True:
-            for line in self.lines:
-                if "Uvicorn running on http://127.0.0.1:" in line:
-                    return line.split("127.0.0.1:")[1].split()[0]
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn did not start:\n{self.output()}")
-            time.sleep(0.02)
+        port = self.wait_for_line(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")[0][1]
+        self.base = f"http://127.0.0.1:{port}/asgi/"
 
     def get(self, view: str) -> dict[str, int]:
         with urllib.request.urlopen(self.base + view + "/", timeout=15) as response:
             return json.loads(response.read())
 
-    def stop(self) -> int | None:
+    def stop(self) -> int | None:  # type: ignore[override]
         """SIGINT (uvicorn's graceful stop), bounded."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return None
-        self._reader.join(5)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        return self.process.returncode
+        return super().stop(signal.SIGINT, timeout=20)
 
 
 def sessions(application_name: str) -> int:

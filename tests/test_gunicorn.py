@@ -9,13 +9,7 @@ request waits for its work, so a dead pool fails the request.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,22 +18,17 @@ from django.db import connections
 
 from testproject.jobs.models import Record
 from tests.helpers import REPO_ROOT, server_connection_count, wait_for
-from tests.processes import database_url
+from tests.processes import ServerProcess, database_url
 
 REQUESTS = 30  # per pool
 
 
-class Server:
-    """A gunicorn master and its output, read as it comes."""
+class Server(ServerProcess):
+    """A gunicorn master and its output."""
 
     def __init__(self, url: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        env["TESTPROJECT_DATABASE_URL"] = url
-        env["PYTHONPATH"] = str(REPO_ROOT)
-        self.process = subprocess.Popen(
+        super().__init__(
             [
-                sys.executable,
-                "-m",
                 "gunicorn",
                 "--preload",
                 "--workers=2",
@@ -47,48 +36,13 @@ class Server:
                 "--graceful-timeout=20",
                 "tests.gunicorn_app:application",
             ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            {"TESTPROJECT_DATABASE_URL": url},
+            str(REPO_ROOT),
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, pattern: str, count: int = 1) -> list[re.Match[str]]:
-        deadline = time.monotonic() + 30
-        while True:
-            found = [m for m in map(re.compile(pattern).search, self.lines) if m]
-            if len(found) >= count:
-                return found
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {pattern!r} in:\n{self.output()}")
-            time.sleep(0.02)
-
-    def stop(self) -> int | None:
+    def stop(self) -> int | None:  # type: ignore[override]
         """SIGTERM (graceful), bounded; SIGKILL if it does not end."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return None
-        self._reader.join(5)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        return self.process.returncode
+        return super().stop(signal.SIGTERM, timeout=30)
 
 
 def get(url: str) -> dict[str, int]:
