@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from django_thread import sharing
@@ -17,6 +18,11 @@ from django_thread.tasks.compat import (
     TaskResult,
     TaskResultDoesNotExist,
     TaskResultStatus,
+)
+from django_thread.tasks.durable_checks import (
+    durable_errors,
+    tasks_db_importable,
+    wants_durable,
 )
 from django_thread.tasks.options import (
     DEFAULT_OPTIONS,
@@ -48,6 +54,18 @@ class ThreadPoolBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+
+    def __new__(cls, alias: str, params: Any) -> ThreadPoolBackend:
+        """With ``OPTIONS["DURABLE"]``, a DurableBackend (django_thread.tasks.durable).
+
+        Without django-tasks-db installed, a plain instance, whose check
+        says what is missing and whose enqueue refuses to run.
+        """
+        if wants_durable(params.get("OPTIONS")) and tasks_db_importable():
+            from django_thread.tasks.durable import durable_class_for
+
+            return super().__new__(durable_class_for(cls))
+        return super().__new__(cls)
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         """Queue the task; return its READY result at once.
@@ -148,8 +166,12 @@ class ThreadPoolBackend(BaseTaskBackend):
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         from django.apps import apps
 
-        messages = list(super().check(**kwargs))
+        # Not super(): a DurableBackend's next class is DatabaseBackend,
+        # whose check would repeat durable_errors() without an id.
+        messages = list(BaseTaskBackend.check(self, **kwargs))
         messages += option_errors(self.options, self.queues)
+        if wants_durable(self.options):
+            messages += durable_errors(self.alias, self.options)
         if not apps.is_installed("django_thread"):
             messages.append(
                 checks.Error(
@@ -162,4 +184,11 @@ class ThreadPoolBackend(BaseTaskBackend):
         return messages
 
     def _pool(self) -> Pool:
+        if wants_durable(self.options):  # a DurableBackend could not be built
+            raise ImproperlyConfigured(
+                " ".join(
+                    str(error.msg) for error in durable_errors(self.alias, self.options)
+                )
+                or f"Task backend {self.alias!r} is DURABLE but not durable."
+            )
         return pool_for(self.alias, self.options, self.queues, type(self))
