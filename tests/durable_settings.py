@@ -34,6 +34,8 @@ else:
         }
     }
 
+DJANGO_THREAD_STOP_TIMEOUT = float(os.environ.get("DURABLE_STOP_TIMEOUT", "5"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -167,8 +167,8 @@ class Engine:
 
     def ensure_started(self) -> None:
         """Start the poller and the workers, once per process (and per fork)."""
-        if self._started:
-            return
+        if self._started or not self._groups:
+            return  # no workers here: other processes (db_worker) run the rows
         with self._lock:
             if self._started or self._closed:
                 return
