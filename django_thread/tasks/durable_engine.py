@@ -341,7 +341,7 @@ class Engine:
                     self._renew_lease()
                 if woken or now >= next_poll:
                     next_poll = now + interval
-                    self._claim_due(probe=not woken)
+                    self._claim_due(generation, probe=not woken)
             except Exception:
                 logger.exception(
                     "Task backend %r: polling %r failed; retrying in %s s",
@@ -395,7 +395,7 @@ class Engine:
             .filter(backend_name=self.alias)
         )
 
-    def _claim_due(self, probe: bool) -> None:
+    def _claim_due(self, generation: int, probe: bool) -> None:
         """Claim due rows while a worker of their queue is idle.
 
         ``probe``: ask first, with one non-locking query, whether any is due,
@@ -410,7 +410,7 @@ class Engine:
             return
         if time.monotonic() >= self._renew_at:
             self._renew_lease()  # the lease outlives the claim by 2/3 LEASE
-        while not self._closed:
+        while self._generation == generation:
             with self._lock:
                 claimable = self._claimable()
             if claimable is None:
@@ -421,10 +421,14 @@ class Engine:
                 self._maybe_more = False
                 return
             with self._lock:
-                group = self._group_for(row.queue_name)
-                group.claimed.append(row)
-                group.busy += 1
-                self._work.notify_all()
+                handed = self._generation == generation
+                if handed:
+                    group = self._group_for(row.queue_name)
+                    group.claimed.append(row)
+                    group.busy += 1
+                    self._work.notify_all()
+            if not handed:
+                self._unclaim(row)  # stopped while claiming: no worker will take it
 
     def _claim_one(self, rows: Any) -> DBTaskResult[Any, Any] | None:
         from django_tasks_db.utils import (
