@@ -102,6 +102,15 @@ class Workers:
         assert process.returncode == 0, stderr
         return stderr
 
+    def stop_all(self) -> str:
+        """Stop every live process cleanly; return what all of them logged."""
+        logs = []
+        for process in self.processes:
+            alive = process.poll() is None
+            _, stderr = process.communicate(input="" if alive else None, timeout=60)
+            logs.append(f"--- pid {process.pid}:\n{stderr}")
+        return "\n".join(logs)
+
     def close(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -191,12 +200,13 @@ def test_chaos_kill_9_loses_nothing(alias, workers):
         "every row to be SUCCESSFUL",
         timeout=30,
     )
+    logs = workers.stop_all()
     assert {normal(i) for i in done_ids(alias)} == ids  # 0 lost
     runs = runs_by_task(alias)
     repeated = {task: pids for task, pids in runs.items() if len(pids) > 1}
     for task, pids in repeated.items():
         # Every run but the last was cut off by a kill.
-        assert set(pids[:-1]) <= set(killed), (task, pids, killed)
+        assert set(pids[:-1]) <= set(killed), (task, pids, killed, logs)
     assert repeated, "no task was running when its process was killed"
     print(
         f"\nchaos on {alias}: {len(ids)} tasks, 0 lost, {len(repeated)} run twice "

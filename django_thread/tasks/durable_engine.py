@@ -157,6 +157,7 @@ class Engine:
         self._started = False
         self._running: dict[str, DBTaskResult[Any, Any]] = {}
         self._renew_at = 0.0  # monotonic; 0: no live lease
+        self._lease_ends = 0.0  # monotonic, as this process last set it
         self._lease_held = False
         self._maybe_more = False
         for group in self._groups:
@@ -199,6 +200,16 @@ class Engine:
                     for index in range(group.size)
                 ]
             self._threads = threads
+        logger.info(
+            "Task backend %r: worker %s (pid %d) runs %s",
+            self.alias,
+            self.worker_id,
+            os.getpid(),
+            ", ".join(
+                f"{group.size} on {'/'.join(sorted(group.queues or ['*']))}"
+                for group in self._groups
+            ),
+        )
 
     def wake(self) -> None:
         """A row may be due now: claim without waiting for the next poll."""
@@ -416,6 +427,8 @@ class Engine:
             if claimable is None:
                 self._maybe_more = True
                 return
+            if time.monotonic() >= self._renew_at:
+                self._renew_lease()  # a long run of claims (SQLite waits)
             row = self._claim_one(self._ready_rows().filter(claimable))
             if row is None:
                 self._maybe_more = False
@@ -450,17 +463,21 @@ class Engine:
     def _renew_lease(self) -> None:
         from django_thread.models import WorkerLease
 
+        late = time.monotonic() - self._lease_ends
+        if self._lease_held and late > 0 and self._busy():
+            logger.error(
+                "Task backend %r: the lease of worker %s lapsed %.1f s before "
+                "it was renewed, while it had tasks; another process may run "
+                "them again. Make LEASE longer than the process may stall "
+                "(database lock waits, pauses).",
+                self.alias,
+                self.worker_id,
+                late,
+            )
+        renewed = time.monotonic()
         expires_at = timezone.now() + timedelta(seconds=self.options.lease)
         leases = WorkerLease.objects.using(self.database)
         if not leases.filter(worker_id=self.worker_id).update(expires_at=expires_at):
-            if self._lease_held:
-                logger.error(
-                    "Task backend %r: the lease of worker %s lapsed while it "
-                    "ran tasks (was the process paused?); another process may "
-                    "run them again",
-                    self.alias,
-                    self.worker_id,
-                )
             leases.create(
                 worker_id=self.worker_id,
                 host=socket.gethostname()[:255],
@@ -468,7 +485,8 @@ class Engine:
                 expires_at=expires_at,
             )
         self._lease_held = True
-        self._renew_at = time.monotonic() + self.options.lease / 3
+        self._lease_ends = renewed + self.options.lease
+        self._renew_at = renewed + self.options.lease / 3
 
     def _recover(self) -> None:
         """Requeue (or fail) the rows of django_thread workers whose lease lapsed."""
