@@ -34,6 +34,7 @@ else:
         }
     }
 
+ROOT_URLCONF = "tests.durable_urls"
 DJANGO_THREAD_STOP_TIMEOUT = float(os.environ.get("DURABLE_STOP_TIMEOUT", "5"))
 
 LOGGING = {

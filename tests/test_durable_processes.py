@@ -15,11 +15,13 @@ import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -380,3 +382,71 @@ def test_exit_leaves_cut_off_tasks_for_recovery_and_queued_rows_queued(alias, wo
     wait_for(lambda: len(done_ids(alias)) == 5, "every task after recovery", timeout=30)
     for row in rows.filter(id__in=[r.id for r in slow]):
         assert row.status == "SUCCESSFUL" and len(row.worker_ids) == 2
+
+
+class Gunicorn:
+    """``gunicorn --preload`` with 2 workers on testproject, DURABLE."""
+
+    def __init__(self, alias: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--preload",
+                "--workers=2",
+                "--bind=127.0.0.1:0",
+                "--graceful-timeout=1",
+                "django.core.wsgi:get_wsgi_application()",
+            ],
+            cwd=REPO_ROOT,
+            env={
+                **environment(workers=2, lease=3),
+                "DJANGO_SETTINGS_MODULE": "tests.durable_settings",
+                "TESTPROJECT_DATABASE_URL": database_url(alias),
+                "PYTHONPATH": str(REPO_ROOT),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found[1])
+                break
+        else:
+            raise AssertionError("gunicorn did not start")
+
+    def enqueue(self, seconds: float) -> str:
+        url = f"http://127.0.0.1:{self.port}/enqueue/?seconds={seconds}"
+        with urllib.request.urlopen(url, timeout=15) as response:
+            return str(json.loads(response.read())["task"])
+
+    def terminate(self) -> str:
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=30)
+        return output
+
+
+def test_gunicorn_sigterm_with_short_graceful_timeout_loses_no_task(alias):
+    """2 s tasks, SIGTERM, --graceful-timeout 1: every task runs, after restart."""
+    server = Gunicorn(alias)
+    try:
+        ids = {normal(server.enqueue(2)) for _ in range(8)}
+        time.sleep(0.5)  # the first ones are running
+    finally:
+        first = server.terminate()
+    done_before = ids & {normal(i) for i in done_ids(alias)}
+    assert len(done_before) < len(ids), "no task was cut off: nothing tested"
+    restarted = Gunicorn(alias)
+    try:
+        restarted.enqueue(0)  # its workers start with their first request
+        restarted.enqueue(0)
+        wait_for(lambda: ids <= {normal(i) for i in done_ids(alias)}, "8 tasks", 60)
+    finally:
+        second = restarted.terminate()
+    assert ids <= {normal(i) for i in done_ids(alias)}, first + second
+    rows = DBTaskResult.objects.using(alias).filter(id__in=list(ids))
+    assert set(rows.values_list("status", flat=True)) == {"SUCCESSFUL"}
