@@ -8,13 +8,15 @@ import inspect
 from django.apps import apps
 
 from django_thread import Thread, ThreadPoolExecutor, registry
+from django_thread.tasks.durable_engine import Engine
 from django_thread.tasks.pools import Pool
 
 
 def test_managed_classes_come_from_the_app_config():
     config = apps.get_app_config("django_thread")
     assert registry._resolve(registry._stopped_paths) == [Thread]
-    assert registry._resolve(registry._drained_paths) == [ThreadPoolExecutor, Pool]
+    drained = [ThreadPoolExecutor, Pool, Engine]
+    assert registry._resolve(registry._drained_paths) == drained
     assert registry._stopped_paths == tuple(config.stopped_classes)
     assert registry._drained_paths == tuple(config.drained_classes)
 
