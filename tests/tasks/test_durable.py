@@ -109,12 +109,13 @@ def test_get_result_of_unknown_id_raises(durable):
 
 
 def test_aenqueue_and_aget_result_use_the_row(durable):
-    import asyncio
+    from asgiref.sync import async_to_sync
 
     backend = durable()
-    result = asyncio.run(tm.add.aenqueue(2, 3))
+    # async_to_sync: their ORM calls run in this thread, on its connection.
+    result = async_to_sync(tm.add.aenqueue)(2, 3)
     finished(result)
-    fetched = asyncio.run(backend.aget_result(result.id))
+    fetched = async_to_sync(backend.aget_result)(result.id)
     assert fetched.return_value == 5
 
 
@@ -308,3 +309,15 @@ def test_check_reports_missing_tables_through_manage_py(durable):
         with connections["default"].schema_editor() as editor:
             editor.create_model(WorkerLease)
     call_command("check", databases=["default"])  # tables back: no warning
+
+
+def test_prune_db_task_results_prunes_durable_rows(durable):
+    durable(POLL_INTERVAL=0.1)
+    old = finished(tm.add.enqueue(1, 1))
+    waiting = tm.add.using(queue_name="emails").enqueue(2, 2)
+    rows("default").filter(id=old.id).update(
+        finished_at=timezone.now() - timedelta(days=30)
+    )
+    call_command("prune_db_task_results", "--backend=default", "--queue-name=*")
+    assert not rows("default").filter(id=old.id).exists()
+    assert rows("default").filter(id=waiting.id).exists()
