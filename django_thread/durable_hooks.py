@@ -7,12 +7,15 @@ the Tasks framework: these run in every project, and import it only when
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage
+
+logger = logging.getLogger("django_thread")
 
 #: The process whose first request started the workers (None: not yet).
 _started_in: int | None = None
@@ -40,10 +43,15 @@ def start_on_first_request(**kwargs: Any) -> None:
     if _started_in == pid:
         return
     _started_in = pid
-    if durable_configured():
+    if not durable_configured():
+        return
+    try:
         from django_thread.tasks.durable import start_durable_workers
 
         start_durable_workers()
+    except Exception:
+        # Never fail the request: the check framework reports bad settings.
+        logger.exception("Starting the DURABLE task workers failed")
 
 
 def forget_started(*, setting: str, **kwargs: Any) -> None:

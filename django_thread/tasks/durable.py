@@ -35,7 +35,7 @@ from django_thread.tasks.compat import (
     normalize_json,
     task_enqueued,
 )
-from django_thread.tasks.durable_checks import durable_errors
+from django_thread.tasks.durable_checks import durable_errors, wants_durable
 from django_thread.tasks.durable_engine import Engine, engine_for
 from django_thread.tasks.options import DEFAULT_OPTIONS, PoolOptions
 from django_thread.thread_connections import atomic_block_open
@@ -138,7 +138,9 @@ def start_durable_workers() -> None:
 
     from django_thread.tasks.compat import task_backends
 
-    for alias in getattr(settings, "TASKS", {}):
-        backend = task_backends[alias]
-        if isinstance(backend, DurableBackend):
-            backend.engine().ensure_started()
+    for alias, params in getattr(settings, "TASKS", {}).items():
+        # Only DURABLE aliases: building another backend here could fail.
+        if isinstance(params, Mapping) and wants_durable(params.get("OPTIONS")):
+            backend = task_backends[alias]
+            if isinstance(backend, DurableBackend):
+                backend.engine().ensure_started()
