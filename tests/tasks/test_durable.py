@@ -321,3 +321,16 @@ def test_prune_db_task_results_prunes_durable_rows(durable):
     call_command("prune_db_task_results", "--backend=default", "--queue-name=*")
     assert not rows("default").filter(id=old.id).exists()
     assert rows("default").filter(id=waiting.id).exists()
+
+
+def test_bad_durable_options_fail_manage_py_check():
+    import django
+    from django.core.management.base import SystemCheckError
+
+    if django.VERSION < (6, 0):  # as in test_checks: the backport's check
+        import django_tasks.checks  # noqa: F401
+    with override_settings(TASKS=durable_setting(RESULT_TTL=10, LEASE=1)):
+        with pytest.raises(SystemCheckError) as raised:
+            call_command("check", databases=[])
+    assert "django_thread.E117" in str(raised.value)
+    assert "django_thread.E113" in str(raised.value)
