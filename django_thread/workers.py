@@ -39,11 +39,15 @@ def start_worker(
     args: tuple[Any, ...],
     crash_logger: logging.Logger,
     persistent_connections: bool | None = None,
+    track: bool = True,
 ) -> threading.Thread:
     """Start a daemon worker thread running ``loop(*args)``.
 
     ``persistent_connections``: see
-    :func:`~django_thread.thread_connections.owned_thread`.
+    :func:`~django_thread.thread_connections.owned_thread`. ``track=False``
+    leaves the thread out of the registry's unbounded join at exit: its
+    owner joins it with a timeout (a durable task cut off at exit is left
+    for another process, see :mod:`django_thread.tasks.durable_engine`).
     """
     thread = threading.Thread(
         name=name,
@@ -52,7 +56,8 @@ def start_worker(
         daemon=True,
     )
     thread.start()
-    registry.track_worker(thread)
+    if track:
+        registry.track_worker(thread)
     return thread
 
 

@@ -22,6 +22,8 @@ settings.configure(
         "django.contrib.auth",
         *(["django_tasks"] if django.VERSION < (6, 0) else []),
         "django_thread",
+        # DURABLE's table: its checks (E115, W102) are shown in the reference.
+        "django_tasks_db",
     ],
     DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
     USE_TZ=True,

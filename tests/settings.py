@@ -15,6 +15,10 @@ from pathlib import Path
 
 from testproject.databases import database_from_url
 from testproject.settings import *  # noqa: F403
+from testproject.settings import INSTALLED_APPS
+
+# DURABLE task backends store tasks in django-tasks-db's table (tests/durable).
+INSTALLED_APPS = [*INSTALLED_APPS, "django_tasks_db"]
 
 _sqlite_dir = Path(tempfile.gettempdir()) / f"django_thread_tests_{os.getpid()}"
 _sqlite_dir.mkdir(exist_ok=True)

@@ -40,7 +40,7 @@ from typing import Any
 import django
 import pytest
 from django.core import mail
-from django.db import connections
+from django.db import connections, transaction
 from django.test import RequestFactory, override_settings
 from django.utils.module_loading import import_string
 
@@ -380,6 +380,29 @@ def check_async_drop_ins(run_block, block, opened_connections):
     assert Record.objects.get().name == "async"
     assert opened_connections.opened("default") >= 1
     assert opened_connections.still_open() == 0  # CONN_MAX_AGE is 0
+
+
+@checks('TASKS["default"]["OPTIONS"] = {')
+def check_durable_settings(run_block, block):
+    from django_tasks_db.models import DBTaskResult
+
+    from django_thread.tasks.durable import DurableBackend
+
+    # It continues the Tasks settings, in a project that has INSTALLED_APPS.
+    namespace = run_block(only('"BACKEND": "django_thread.tasks.ThreadPoolBackend",'))
+    namespace["INSTALLED_APPS"] = ["django_thread"]
+    namespace = run_block(block, into=namespace)
+    assert namespace["INSTALLED_APPS"] == ["django_thread", "django_tasks_db"]
+    with override_settings(TASKS=namespace["TASKS"]):
+        from django_thread.tasks.compat import task_backends
+
+        assert isinstance(task_backends["default"], DurableBackend)
+        with transaction.atomic():
+            result = record.enqueue("durable")
+            assert DBTaskResult.objects.filter(id=result.id).exists()
+        result = finished(result)
+    assert result.status == "SUCCESSFUL", result.errors
+    assert Record.objects.get().name == "durable"
 
 
 # -- The tests. ---------------------------------------------------------------

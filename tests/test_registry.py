@@ -9,6 +9,7 @@ from django.apps import apps
 
 from django_thread import Thread, ThreadPoolExecutor, registry
 from django_thread.asgi import RequestThreads
+from django_thread.tasks.durable_engine import Engine
 from django_thread.tasks.pools import Pool
 
 
@@ -19,6 +20,7 @@ def test_managed_classes_come_from_the_app_config():
         RequestThreads,
         ThreadPoolExecutor,
         Pool,
+        Engine,
     ]
     assert registry._stopped_paths == tuple(config.stopped_classes)
     assert registry._drained_paths == tuple(config.drained_classes)

@@ -19,6 +19,11 @@ from django_thread.tasks.compat import (
     TaskResultDoesNotExist,
     TaskResultStatus,
 )
+from django_thread.tasks.durable_checks import (
+    durable_errors,
+    tasks_db_importable,
+    wants_durable,
+)
 from django_thread.tasks.options import (
     DEFAULT_OPTIONS,
     E_APP_NOT_INSTALLED,
@@ -49,6 +54,18 @@ class ThreadPoolBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+
+    def __new__(cls, alias: str, params: Any) -> ThreadPoolBackend:
+        """With ``OPTIONS["DURABLE"]``, a DurableBackend (django_thread.tasks.durable).
+
+        Without django-tasks-db installed, a plain instance, whose check
+        says what is missing and whose enqueue refuses to run.
+        """
+        if wants_durable(params.get("OPTIONS")) and tasks_db_importable():
+            from django_thread.tasks.durable import durable_class_for
+
+            return super().__new__(durable_class_for(cls))
+        return super().__new__(cls)
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         """Queue the task; return its READY result at once.
@@ -156,8 +173,12 @@ class ThreadPoolBackend(BaseTaskBackend):
         return self.get_result(result_id)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        messages = list(super().check(**kwargs))
+        # Not super(): a DurableBackend's next class is DatabaseBackend,
+        # whose check would repeat durable_errors() without an id.
+        messages = list(BaseTaskBackend.check(self, **kwargs))
         messages += option_errors(self.alias, self.options, self.queues)
+        if wants_durable(self.options):
+            messages += durable_errors(self.alias, self.options)
         messages += self._app_errors()
         return messages
 
@@ -197,4 +218,11 @@ class ThreadPoolBackend(BaseTaskBackend):
         ]
 
     def _pool(self) -> Pool:
+        if wants_durable(self.options):  # a DurableBackend could not be built
+            raise ImproperlyConfigured(
+                " ".join(
+                    str(error.msg) for error in durable_errors(self.alias, self.options)
+                )
+                or f"Task backend {self.alias!r} is DURABLE but not durable."
+            )
         return pool_for(self.alias, self.options, self.queues, type(self))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:  # django-stubs types the framework as Django 6 ships it.
+    from django.tasks import task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import TaskContext, TaskError, TaskResult, TaskResultStatus
     from django.tasks.exceptions import TaskResultDoesNotExist
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # django-stubs types the framework as Django 6 ships it.
     from django.utils.json import normalize_json
 else:
     try:  # Django >= 6.0 ships the framework.
+        from django.tasks import task_backends
         from django.tasks.backends.base import BaseTaskBackend
         from django.tasks.base import (
             TaskContext,
@@ -31,6 +33,7 @@ else:
         from django.utils.json import normalize_json
     except ImportError:
         try:  # Django 5.2 with the backport; drop this branch with Django 5.2.
+            from django_tasks import task_backends
             from django_tasks.backends.base import BaseTaskBackend
             from django_tasks.base import (
                 TaskContext,
@@ -57,6 +60,7 @@ __all__ = [
     "TaskResultDoesNotExist",
     "TaskResultStatus",
     "normalize_json",
+    "task_backends",
     "task_enqueued",
     "task_finished",
     "task_started",

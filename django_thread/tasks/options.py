@@ -23,7 +23,15 @@ E_ENQUEUE_ON_COMMIT = "django_thread.E107"
 E_DATABASE = "django_thread.E108"
 E_APP_NOT_INSTALLED = "django_thread.E109"
 E_PERSISTENT_CONNECTIONS = "django_thread.E110"
+E_DURABLE = "django_thread.E111"
+E_POLL_INTERVAL = "django_thread.E112"
+E_LEASE = "django_thread.E113"
+E_MAX_ATTEMPTS = "django_thread.E114"
+E_DURABLE_NEEDS_TASKS_DB = "django_thread.E115"
+E_DURABLE_ONLY = "django_thread.E116"
+E_MEMORY_ONLY = "django_thread.E117"
 W_SQLITE_CONCURRENT_WRITERS = "django_thread.W101"
+W_DURABLE_NOT_MIGRATED = "django_thread.W102"
 
 
 def _is_int(value: Any) -> bool:
@@ -98,6 +106,43 @@ OPTIONS: dict[str, Option] = {
         _database_alias,
         lambda: "Aliases: " + ", ".join(django_settings.DATABASES) + ".",
     ),
+    "DURABLE": Option(
+        False,
+        E_DURABLE,
+        "a bool",
+        lambda value: isinstance(value, bool),
+        lambda: (
+            "True stores tasks in django-tasks-db's table (see "
+            "django_thread.tasks.durable); False keeps them in memory."
+        ),
+    ),
+    "POLL_INTERVAL": Option(
+        1.0,
+        E_POLL_INTERVAL,
+        "a number of seconds above 0",
+        _seconds_above_zero,
+        lambda: "How often a DURABLE backend looks for tasks enqueued elsewhere.",
+    ),
+    "LEASE": Option(
+        30.0,
+        E_LEASE,
+        "a number of seconds of at least 3",
+        lambda value: _seconds_above_zero(value) and value >= 3,
+        lambda: (
+            "How long a process running DURABLE tasks may go silent before "
+            "another one runs them again; it is renewed every LEASE / 3 s."
+        ),
+    ),
+    "MAX_ATTEMPTS": Option(
+        3,
+        E_MAX_ATTEMPTS,
+        "an int of at least 1",
+        _at_least_one,
+        lambda: (
+            "How many times a DURABLE task may be started before a lost run "
+            "marks it FAILED."
+        ),
+    ),
     "PERSISTENT_CONNECTIONS": Option(
         None,
         E_PERSISTENT_CONNECTIONS,
@@ -108,6 +153,17 @@ OPTIONS: dict[str, Option] = {
             "for this backend's workers; None (the default) follows it."
         ),
     ),
+}
+
+#: Keys that mean something only with DURABLE, and only without it.
+DURABLE_ONLY = ("POLL_INTERVAL", "LEASE", "MAX_ATTEMPTS")
+MEMORY_ONLY = {
+    "MAX_RESULTS": "results are rows of django-tasks-db's DBTaskResult, kept "
+    "until pruned",
+    "RESULT_TTL": "results are rows of django-tasks-db's DBTaskResult, kept "
+    "until pruned",
+    "ENQUEUE_ON_COMMIT": "the task row is written in the caller's transaction, "
+    "so it is committed or rolled back with it",
 }
 
 #: OPTIONS keys, with their defaults.
@@ -149,7 +205,10 @@ def _option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMess
         if key not in OPTIONS
     ]
     values = {**DEFAULT_OPTIONS, **options}
+    durable = values["DURABLE"] is True
     for name, spec in OPTIONS.items():
+        if durable and name == "WORKERS" and values[name] == 0:
+            continue  # a process that only enqueues; db_worker runs the tasks
         if not spec.is_valid(values[name]):
             errors.append(
                 checks.Error(
@@ -158,16 +217,45 @@ def _option_errors(options: Any, queues: Iterable[str]) -> list[checks.CheckMess
                     id=spec.check_id,
                 )
             )
+    errors += _durable_mismatches(options, durable)
     known_queues = set(queues)
     if isinstance(values["QUEUE_WORKERS"], Mapping):
-        errors += _queue_worker_errors(values["QUEUE_WORKERS"], known_queues)
+        errors += _queue_worker_errors(values["QUEUE_WORKERS"], known_queues, durable)
     if not errors:
         errors += sqlite_warnings(values["DATABASE"], values, known_queues)
     return errors
 
 
+def _durable_mismatches(
+    options: Mapping[str, Any], durable: bool
+) -> list[checks.CheckMessage]:
+    """Keys that the backend would ignore, DURABLE or not: no dead switches."""
+    if durable:
+        return [
+            checks.Error(
+                f"{name} does not apply with DURABLE: {reason}.",
+                hint=(
+                    f"Remove {name}. Prune finished results with `manage.py "
+                    "prune_db_task_results --backend ALIAS --min-age-days N`."
+                ),
+                id=E_MEMORY_ONLY,
+            )
+            for name, reason in MEMORY_ONLY.items()
+            if name in options
+        ]
+    return [
+        checks.Error(
+            f"{name} applies only with DURABLE.",
+            hint=f"Set OPTIONS['DURABLE'] = True, or remove {name}.",
+            id=E_DURABLE_ONLY,
+        )
+        for name in DURABLE_ONLY
+        if name in options
+    ]
+
+
 def _queue_worker_errors(
-    queue_workers: Mapping[Any, Any], known_queues: set[str]
+    queue_workers: Mapping[Any, Any], known_queues: set[str], durable: bool = False
 ) -> list[checks.CheckMessage]:
     """QUEUE_WORKERS is a dict: each entry names a known queue and a count."""
     errors: list[checks.CheckMessage] = []
@@ -180,12 +268,18 @@ def _queue_worker_errors(
                     id=E_QUEUE_WORKERS,
                 )
             )
-        if not _at_least_one(count):
+        least = 0 if durable else 1
+        if not (_is_int(count) and count >= least):
             errors.append(
                 checks.Error(
-                    f"QUEUE_WORKERS[{name!r}] must be an int of at least 1, "
-                    f"not {count!r}.",
-                    hint="Give each queue one worker or more.",
+                    f"QUEUE_WORKERS[{name!r}] must be an int of at least "
+                    f"{least}, not {count!r}.",
+                    hint=(
+                        "With DURABLE, 0 leaves the queue to other processes "
+                        "(db_worker)."
+                        if durable
+                        else "Give each queue one worker or more."
+                    ),
                     id=E_QUEUE_WORKERS,
                 )
             )
@@ -252,6 +346,10 @@ class PoolOptions:
     enqueue_on_commit: bool
     database: str
     persistent_connections: bool | None
+    durable: bool = False
+    poll_interval: float = 1.0
+    lease: float = 30.0
+    max_attempts: int = 3
 
     @classmethod
     def from_params(
@@ -272,6 +370,10 @@ class PoolOptions:
             enqueue_on_commit=values["ENQUEUE_ON_COMMIT"],
             database=values["DATABASE"],
             persistent_connections=values["PERSISTENT_CONNECTIONS"],
+            durable=values["DURABLE"],
+            poll_interval=float(values["POLL_INTERVAL"]),
+            lease=float(values["LEASE"]),
+            max_attempts=values["MAX_ATTEMPTS"],
         )
 
     def workers_for(self, queue_name: str) -> int:

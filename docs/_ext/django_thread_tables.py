@@ -155,6 +155,28 @@ def _app_not_installed() -> list[Any]:
         return backend.check()
 
 
+def _durable_without_tasks_db() -> list[Any]:
+    from django.conf import settings
+    from django.test import override_settings
+
+    from django_thread.tasks.durable_checks import durable_errors
+
+    apps = [app for app in settings.INSTALLED_APPS if app != "django_tasks_db"]
+    with override_settings(INSTALLED_APPS=apps):
+        return durable_errors("default", {"DURABLE": True})
+
+
+def _durable_tables_missing() -> list[Any]:
+    from django.test import override_settings
+
+    from django_thread.tasks.durable_checks import check_durable_tables
+
+    backend = "django_thread.tasks.ThreadPoolBackend"
+    tasks = {"default": {"BACKEND": backend, "OPTIONS": {"DURABLE": True}}}
+    with override_settings(TASKS=tasks):
+        return check_durable_tables(databases=["default"])
+
+
 #: Each returns check messages; together they must name every check id.
 EXAMPLES: list[Callable[[], list[Any]]] = [
     lambda: _settings_messages(DJANGO_THREAD_SEND_SIGNALS="yes"),
@@ -177,6 +199,14 @@ EXAMPLES: list[Callable[[], list[Any]]] = [
     lambda: _option_messages({"DATABASE": "replica"}),
     lambda: _option_messages({"PERSISTENT_CONNECTIONS": "yes"}),
     _app_not_installed,
+    lambda: _option_messages({"DURABLE": "yes"}),
+    lambda: _option_messages({"DURABLE": True, "POLL_INTERVAL": 0}),
+    lambda: _option_messages({"DURABLE": True, "LEASE": 1}),
+    lambda: _option_messages({"DURABLE": True, "MAX_ATTEMPTS": 0}),
+    lambda: _option_messages({"POLL_INTERVAL": 2}),
+    lambda: _option_messages({"DURABLE": True, "RESULT_TTL": 10}),
+    _durable_without_tasks_db,
+    _durable_tables_missing,
     # The docs' Django settings: SQLite "default" with no OPTIONS.
     lambda: _option_messages({"WORKERS": 2}),
 ]

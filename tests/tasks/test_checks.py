@@ -78,7 +78,7 @@ def test_an_unknown_option_near_a_known_one_suggests_it(configure, key):
 def test_an_unknown_option_far_from_any_lists_the_known_ones(configure):
     configure(BOGUS=1)
     (message,) = tm.task_backends["default"].check()
-    assert message.hint.startswith("Known keys: DATABASE, ENQUEUE_ON_COMMIT, ")
+    assert message.hint.startswith("Known keys: DATABASE, DURABLE, ENQUEUE_ON_COMMIT, ")
 
 
 def test_options_that_are_not_a_dict_are_a_check_error():

@@ -22,8 +22,9 @@ from tests.tasks.helpers import finished
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_same_results_as_django_tasks_db(configure, tmp_path):
-    """The scenario gives the same results here as on django-tasks-db."""
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "durable"])
+def test_same_results_as_django_tasks_db(configure, tmp_path, durable):
+    """The scenario gives django-tasks-db's results here, in memory or DURABLE."""
     try:
         import django_tasks_db  # noqa: F401
     except ImportError as exc:
@@ -53,9 +54,13 @@ def test_same_results_as_django_tasks_db(configure, tmp_path):
     ]
     theirs = json.loads(line[len(parity_scenario.PARITY_MARKER) :])
 
-    configure(WORKERS=1)
+    if durable:
+        configure(WORKERS=1, DURABLE=True)
+    else:
+        configure(WORKERS=1)
     ids = parity_scenario.run_scenario()
     backend = tm.task_backends["default"]
+    assert (type(backend).__name__ == "DurableBackend") is durable
     for result_id in ids.values():
         finished(backend.get_result(result_id))
     ours = json.loads(json.dumps(parity_scenario.summarize_all(ids)))
