@@ -13,7 +13,8 @@ breaks the dead wrappers' reference cycles. Hence Django's advice to turn
 persistent connections off under ASGI.
 
 :func:`wrap` gives each request, instead, one of a set of long-lived
-request threads, through asgiref's public ``ThreadSensitiveContext(executor=...)``.
+request threads, through asgiref's ``ThreadSensitiveContext(executor=...)``
+(public from asgiref 3.13; see ``internals.thread_sensitive_context``).
 Django's own signals still run on it, so ``CONN_MAX_AGE`` and
 ``CONN_HEALTH_CHECKS`` work as under WSGI: a connection is reused by the
 next request the thread serves. A thread is started by django_thread
@@ -25,7 +26,6 @@ request left open is rolled back, so that it cannot poison the next one.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import os
@@ -36,10 +36,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent import futures
 from typing import Any, TypeVar
 
-from asgiref.sync import ThreadSensitiveContext
-from django.core.exceptions import ImproperlyConfigured
-
 from django_thread import registry
+from django_thread.internals import thread_sensitive_context
 from django_thread.lifecycle import ensure_app_installed
 from django_thread.thread_connections import (
     discard_leaked_transactions,
@@ -226,15 +224,6 @@ class RequestThreads:
         self._generation += 1
 
 
-def _check_asgiref() -> None:
-    parameters = inspect.signature(ThreadSensitiveContext).parameters
-    if "executor" not in parameters:
-        raise ImproperlyConfigured(
-            "django_thread.asgi.wrap() needs asgiref's ThreadSensitiveContext "
-            "to take an executor (asgiref 3.13 does); upgrade asgiref."
-        )
-
-
 class RequestThreadsApplication:
     """An ASGI application whose requests run their sync code on request threads."""
 
@@ -248,7 +237,7 @@ class RequestThreadsApplication:
             return
         thread = self.threads.take()
         try:
-            async with ThreadSensitiveContext(executor=thread):
+            async with thread_sensitive_context(thread):
                 await self.application(scope, receive, send)
         finally:
             # Queued, not awaited: it runs before anything of the next
@@ -270,11 +259,10 @@ def wrap(
     executor's default size) wait for requests between them, each keeping
     its connections per ``CONN_MAX_AGE``; more threads run while more
     requests are in flight, and end, closing their connections, once idle.
-    Lifespan events pass through untouched. As with any
-    ``ThreadSensitiveContext`` given an executor, a task a request starts
-    must end with it: its thread-sensitive calls after the response raise
-    ``RuntimeError``.
+    Lifespan events pass through untouched. A task a request starts must
+    end with it: with asgiref 3.13 its thread-sensitive calls after the
+    response raise ``RuntimeError`` (older asgiref runs them on a thread of
+    its own, which no one closes).
     """
-    _check_asgiref()
     ensure_app_installed()
     return RequestThreadsApplication(application, RequestThreads(max_idle_threads))

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import operator
 import sys
 import threading
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent import futures
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -191,9 +195,11 @@ def locks_a_unit_takes() -> list[Any]:
     """
     # Signal.lock (django/dispatch/dispatcher.py) and the private
     # asgiref.local._DefaultLocal._lock (an RLock; thread-critical Locals
-    # have none). Read now, not at import: Django's test signals replace the
-    # Locals when settings change. Checked on Django 5.2, 6.1 with asgiref
-    # 3.13, and on the django-tasks 0.12 backport.
+    # have none), which asgiref 3.12 and older (the newest on Python 3.10)
+    # call Local._thread_lock. Read now, not at import: Django's test
+    # signals replace the Locals when settings change. Checked on Django
+    # 5.2, 6.1 with asgiref 3.12.1 and 3.13, and on the django-tasks 0.12
+    # backport.
     from django.core.cache import caches
     from django.core.signals import request_finished, request_started
     from django.db.backends.signals import connection_created
@@ -212,7 +218,9 @@ def locks_a_unit_takes() -> list[Any]:
     trans_real = sys.modules.get("django.utils.translation.trans_real")
     if trans_real is not None:
         locals_.append(trans_real._active)
-    local_locks = [vars(local).get("_lock") for local in locals_]
+    local_locks = [
+        vars(local).get("_lock", vars(local).get("_thread_lock")) for local in locals_
+    ]
     return [signal.lock for signal in signals] + [
         lock for lock in local_locks if lock is not None
     ]
@@ -292,3 +300,39 @@ def new_task_result(cls: Any, **values: Any) -> Any:
     if values:
         raise TypeError(f"{cls.__name__} has no field {', '.join(values)}")
     return result
+
+
+#: asgiref 3.13 added ThreadSensitiveContext(executor=...); the newest asgiref
+#: on Python 3.10 is 3.12.
+_CONTEXT_TAKES_EXECUTOR = (
+    "executor" in inspect.signature(ThreadSensitiveContext).parameters
+)
+
+
+@asynccontextmanager
+async def thread_sensitive_context(executor: futures.Executor) -> AsyncIterator[None]:
+    """asgiref's ``ThreadSensitiveContext``, whose sync calls ``executor`` runs.
+
+    asgiref 3.13 takes the executor, publicly. Before it, asgiref finds a
+    context's executor in ``SyncToAsync.context_to_thread_executor`` (a
+    class attribute, read by ``SyncToAsync.__call__`` and popped and shut
+    down by the context's ``__aexit__``): the entry is put there as the
+    context starts and taken out again before it ends, so that asgiref
+    neither creates a thread of its own nor shuts ``executor`` down. Checked
+    on asgiref 3.12.1 (Python 3.10) and 3.13.0.
+    """
+    if _CONTEXT_TAKES_EXECUTOR:
+        async with ThreadSensitiveContext(executor=executor):  # type: ignore[call-arg, no-untyped-call, unused-ignore]
+            yield
+        return
+    context = ThreadSensitiveContext()  # type: ignore[no-untyped-call, unused-ignore]
+    async with context:
+        if context.token is None:  # inside another context: that one serves
+            yield
+            return
+        executors = SyncToAsync.context_to_thread_executor
+        executors[context] = executor  # type: ignore[index, assignment, unused-ignore]
+        try:
+            yield
+        finally:
+            executors.pop(context, None)  # type: ignore[call-overload, unused-ignore]

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import asgiref.sync
 import pytest
 from django.core.asgi import get_asgi_application
-from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 import django_thread.asgi
@@ -216,20 +215,6 @@ def test_lifespan_events_pass_through_untouched():
     application = django_thread.asgi.wrap(inner)
     asyncio.run(application({"type": "lifespan"}, None, None))
     assert seen == [("lifespan", threading.main_thread())]
-
-
-def test_wrap_explains_an_asgiref_too_old_for_it(monkeypatch):
-    class ThreadSensitiveContextBefore313:
-        """asgiref's before it took an executor."""
-
-        def __init__(self) -> None:
-            pass
-
-    monkeypatch.setattr(
-        django_thread.asgi, "ThreadSensitiveContext", ThreadSensitiveContextBefore313
-    )
-    with pytest.raises(ImproperlyConfigured, match="asgiref 3.13 does"):
-        django_thread.asgi.wrap(get_asgi_application())
 
 
 EXIT_SCRIPT = textwrap.dedent(

@@ -58,6 +58,8 @@ started, gate = threading.Event(), threading.Event()
 running = executor.submit(lambda: (started.set(), gate.wait(10)))
 started.wait(10)
 queued = executor.submit(record, "queued-before-fork")  # waits behind the gate
+from concurrent import futures
+
 child = os.fork()
 if child == 0:
     # The parent's futures are left pending here: completing them would
@@ -66,7 +68,7 @@ if child == 0:
         try:
             future.result(timeout=0.2)
             report(**{name: "completed"})
-        except TimeoutError:
+        except futures.TimeoutError:  # not yet the builtin on Python 3.10
             report(**{name: "pending"})
     sessions = {executor.submit(record, "child").result(10) for _ in range(20)}
     report(child_sessions=sorted(sessions))

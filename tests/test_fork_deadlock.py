@@ -26,6 +26,7 @@ FORKS = 200
 
 SCRIPT = """
 import faulthandler, json, multiprocessing, os, signal, sys, threading, time
+from concurrent import futures
 from concurrent.futures import ProcessPoolExecutor
 sys.path.insert(0, {root!r})
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.process_settings"
@@ -91,7 +92,7 @@ for i in range(FORKS):
         with ProcessPoolExecutor(1, mp_context=fork) as workers:
             try:
                 workers.submit(tuple).result(timeout=CHILD_DEADLINE)
-            except TimeoutError:
+            except futures.TimeoutError:  # not yet the builtin on Python 3.10
                 hung.append(i)
                 for process in multiprocessing.active_children():
                     process.kill()

@@ -401,3 +401,30 @@ def test_locks_a_unit_takes_are_the_signal_and_local_locks_a_unit_holds():
     holder.join(10)
     unit.join(10)
     assert blocked
+
+
+def test_thread_sensitive_context_runs_sync_calls_on_the_given_executor():
+    """asgiref 3.13's executor argument, or its class attribute before 3.13."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync, sync_to_async
+
+    from django_thread.internals import thread_sensitive_context
+
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        ours = executor.submit(threading.get_ident).result()
+
+        async def request() -> list[int]:
+            async with thread_sensitive_context(executor):
+                first = await sync_to_async(threading.get_ident)()
+                second = await sync_to_async(threading.get_ident)()
+            return [first, second]
+
+        assert asyncio.run(request()) == [ours, ours]
+        # Not shut down by asgiref as the context ended, and not left behind.
+        assert executor.submit(threading.get_ident).result() == ours
+        assert executor not in SyncToAsync.context_to_thread_executor.values()
+    finally:
+        executor.shutdown()
