@@ -18,11 +18,13 @@ import functools
 import operator
 import threading
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.dispatch import Signal
 
 if TYPE_CHECKING:
     from django_thread.tasks.compat import TaskResult
@@ -245,3 +247,64 @@ def new_task_result(cls: Any, **values: Any) -> Any:
     if values:
         raise TypeError(f"{cls.__name__} has no field {', '.join(values)}")
     return result
+
+
+#: Per (signal, sender): the ``Signal.receivers`` entries it was computed
+#: from, the sender, and what those entries say about the sender's receivers.
+_receivers_cache: dict[
+    tuple[int, int], tuple[tuple[Any, ...], Any, tuple[tuple[Any, bool, Any], ...]]
+] = {}
+#: Beyond this many (signal, sender) pairs the cache starts over.
+_RECEIVERS_CACHE_SIZE = 64
+_CACHEABLE_SENDERS = (type, types.FunctionType)
+
+
+def live_receivers(signal: Any, sender: Any) -> list[Callable[..., Any]] | None:
+    """The receivers ``signal.send_robust(sender)`` would call, read without its lock.
+
+    None when Django must do it: the signal is a subclass, a receiver is
+    async or has died (Django removes those under its lock), or the sender
+    is neither None, a class nor a function. Django's ``_live_receivers``
+    takes the signal's lock on every send of a signal without caching
+    (every signal of the request and task lifecycles); with several
+    workers on few cores, that lock, taken five times per task, is where
+    worker threads queue for the interpreter. The receivers list only
+    changes under that lock, and a tuple copy of it is atomic, so a copy
+    equal to the one the answer was computed from means it still holds.
+    """
+    # Signal.receivers holds (lookup_key, receiver or weakref to it,
+    # [weakref to sender (Django >= 6.0),] is_async) tuples, lookup_key
+    # being (receiver id or dispatch_uid, id(sender) or id(None)); connect()
+    # and disconnect() change it under Signal.lock, and _flag_dead_receivers
+    # sets _dead_receivers when a weakly held receiver or sender dies.
+    # Checked on Django 5.2 (3-tuples), 6.0 and 6.1 (4-tuples).
+    if type(signal) is not Signal or signal._dead_receivers:  # type: ignore[attr-defined]
+        return None
+    if sender is not None and not isinstance(sender, _CACHEABLE_SENDERS):
+        return None
+    snapshot = tuple(signal.receivers)
+    key = (id(signal), id(sender))
+    cached = _receivers_cache.get(key)
+    if cached is None or cached[1] is not sender or cached[0] != snapshot:
+        matching = (id(None), id(sender))
+        entries = []
+        for entry in snapshot:
+            if entry[-1]:  # an async receiver: Django runs those
+                return None
+            if entry[0][1] in matching:
+                sender_ref = entry[2] if len(entry) == 4 else None
+                weak = isinstance(entry[1], weakref.ReferenceType)
+                entries.append((entry[1], weak, sender_ref))
+        if len(_receivers_cache) >= _RECEIVERS_CACHE_SIZE:
+            _receivers_cache.clear()
+        cached = _receivers_cache[key] = (snapshot, sender, tuple(entries))
+    receivers = []
+    for receiver, weak, sender_ref in cached[2]:
+        if weak:
+            receiver = receiver()
+            if receiver is None:
+                return None
+        if sender_ref is not None and sender_ref() is None:
+            return None
+        receivers.append(receiver)
+    return receivers

@@ -351,3 +351,35 @@ def test_bare_unit_of_work_decorator_stays_transparent_when_nested(alias):
 def test_unit_of_work_refuses_a_positional_non_callable():
     with pytest.raises(TypeError, match="sender=..."):
         unit_of_work("a sender")  # type: ignore[call-overload]
+
+
+def test_a_unit_does_not_wait_for_the_request_signals_lock():
+    """Units list Django's receivers without taking each signal's lock.
+
+    With several workers on few cores, a worker that found that lock taken
+    gave up the interpreter and waited for it again, once per signal sent.
+    """
+    events = []
+    with connected(request_finished, lambda **kwargs: events.append("finished")):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            executor.submit(lambda: None).result()  # the worker is started
+            with request_started.lock, request_finished.lock:
+                future = executor.submit(lambda: "done")
+                assert future.result(timeout=10) == "done"
+    assert events == ["finished", "finished"]
+
+
+def test_a_failing_receiver_is_logged_by_django_too(caplog):
+    def broken(**kwargs):
+        raise RuntimeError("receiver bug")
+
+    with connected(request_started, broken):
+        with caplog.at_level(logging.ERROR):
+            with ThreadPoolExecutor(max_workers=1) as executor:
+                assert executor.submit(lambda: 1).result() == 1
+    django_records = [r for r in caplog.records if r.name == "django.dispatch"]
+    assert [r.getMessage() for r in django_records] == [
+        "Error calling test_a_failing_receiver_is_logged_by_django_too.<locals>."
+        "broken in Signal.send_robust() (receiver bug)"
+    ]
+    assert django_records[0].exc_info is not None

@@ -11,7 +11,7 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.utils import timezone
 
-from django_thread import registry
+from django_thread import dispatch, registry
 from django_thread.lifecycle import ensure_app_installed
 from django_thread.tasks.compat import task_enqueued
 from django_thread.tasks.options import PoolOptions
@@ -46,7 +46,7 @@ class Pool:
         _update(result, enqueued_at=timezone.now())
         self.results.publish(result)
         try:
-            task_enqueued.send(sender=self.sender, task_result=result)
+            dispatch.send(task_enqueued, self.sender, task_result=result)
             self._queue(result.task.queue_name).put(job)
         except BaseException:
             # As with Django's own backends, a failing task_enqueued receiver
