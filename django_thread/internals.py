@@ -176,17 +176,26 @@ def run_before_threads_join(hook: Callable[[], object]) -> None:
 @functools.cache
 def _field_slots(
     cls: Any,
-) -> tuple[Callable[[Any], tuple[Any, ...]], tuple[Any, ...]] | None:
-    """A getter of every field of ``cls`` at once and their slot descriptors.
+) -> (
+    tuple[
+        Callable[[Any], tuple[Any, ...]],
+        tuple[Callable[[Any, Any], None], ...],
+        dict[str, Callable[[Any, Any], None]],
+    ]
+    | None
+):
+    """A getter of every field of ``cls`` at once, and each field's slot setter.
 
-    None when the fields are not slots (the ``django-tasks`` backport on
-    Python 3.10 declares ``slots=True`` only from 3.11).
+    The setters are the slot descriptors' bound ``__set__``, in field order
+    and by name. None when the fields are not slots (the ``django-tasks``
+    backport on Python 3.10 declares ``slots=True`` only from 3.11).
     """
     names = [field.name for field in dataclasses.fields(cls)]
     slots = [cls.__dict__.get(name) for name in names]
     if not all(isinstance(slot, types.MemberDescriptorType) for slot in slots):
         return None
-    return operator.attrgetter(*names), tuple(slots)
+    setters = tuple(slot.__set__ for slot in slots)
+    return operator.attrgetter(*names), setters, dict(zip(names, setters, strict=True))
 
 
 def copy_task_result(result: Any, **changes: Any) -> Any:
@@ -196,26 +205,33 @@ def copy_task_result(result: Any, **changes: Any) -> Any:
     (which normalizes the arguments again) and drops ``_return_value``
     (``init=False``, see :func:`set_task_return_value`); ``copy.copy`` goes
     through pickling's protocol: each costs two to three times as much, and
-    a task takes two copies. Lists are shared, not copied: callers that
+    a task takes four copies. Lists are shared, not copied: callers that
     hand a copy out copy them.
     """
     # TaskResult is a frozen dataclass with slots=True (Django 6.0, 6.1, and
     # django-tasks 0.12 on Python >= 3.11): each field is a slot, written
-    # here through its member descriptor as object.__setattr__ would, at
-    # half the cost; without slots (django-tasks on Python 3.10) the fields
-    # live in __dict__. Checked on Python 3.10-3.13 with Django 5.2 and
-    # django-tasks 0.12, and on Django 6.0 and 6.1.
+    # here through its member descriptor's bound __set__ as
+    # object.__setattr__ would, at a third of the cost; without slots
+    # (django-tasks on Python 3.10) the fields live in __dict__. Checked on
+    # Python 3.10-3.13 with Django 5.2 and django-tasks 0.12, and on Django
+    # 6.0 and 6.1.
     cls: Any = type(result)
     duplicate = object.__new__(cls)
     slots = _field_slots(cls)
     if slots is None:
         duplicate.__dict__.update(result.__dict__)
-    else:
-        get_all, descriptors = slots
-        for descriptor, value in zip(descriptors, get_all(result), strict=True):
-            descriptor.__set__(duplicate, value)
+        for name, value in changes.items():
+            object.__setattr__(duplicate, name, value)
+        return duplicate
+    get_all, setters, by_name = slots
+    for setter, value in zip(setters, get_all(result), strict=False):
+        setter(duplicate, value)
     for name, value in changes.items():
-        object.__setattr__(duplicate, name, value)
+        named_setter = by_name.get(name)
+        if named_setter is None:
+            object.__setattr__(duplicate, name, value)  # raises AttributeError
+        else:
+            named_setter(duplicate, value)
     return duplicate
 
 
