@@ -134,7 +134,14 @@ _pools_lock = threading.Lock()
 
 
 def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Pool:
-    """The process-wide pool of a backend alias, created on first use."""
+    """The process-wide pool of a backend alias, created on first use.
+
+    Looked up without the lock first: a dict read is atomic, and the lock
+    only has to make sure that two first uses create one pool.
+    """
+    pool = _pools.get(alias)
+    if pool is not None:
+        return pool
     with _pools_lock:
         pool = _pools.get(alias)
         if pool is None:
@@ -146,8 +153,7 @@ def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Po
 
 
 def existing_pool(alias: str) -> Pool | None:
-    with _pools_lock:
-        return _pools.get(alias)
+    return _pools.get(alias)  # atomic: see pool_for()
 
 
 def reset_pools(timeout: float | None = RESET_JOIN_TIMEOUT) -> None:
