@@ -122,16 +122,22 @@ class ResultStore:
         )
 
     def publish(self, result: TaskResult[Any, Any]) -> None:
-        """Make ``result`` what ``get`` returns; never write to it afterwards."""
+        """Make ``result`` what ``get`` returns; never write to it afterwards.
+
+        An unfinished state is one atomic dict write, so it takes no lock:
+        the states of one task are published one after the other (enqueue,
+        then its worker), and the lock is only needed where a result moves
+        between the two dicts and old ones are evicted.
+        """
+        if not result.is_finished:
+            self._unfinished[result.id] = result
+            return
         with self._lock:
-            if result.is_finished:
-                self._unfinished.pop(result.id, None)
-                now = time.monotonic()
-                self._finished[result.id] = (result, now)
-                self._finished.move_to_end(result.id)
-                self._evict(now)
-            else:
-                self._unfinished[result.id] = result
+            self._unfinished.pop(result.id, None)
+            now = time.monotonic()
+            self._finished[result.id] = (result, now)
+            self._finished.move_to_end(result.id)
+            self._evict(now)
 
     def discard(self, result_id: str) -> None:
         with self._lock:
