@@ -383,3 +383,19 @@ def test_a_failing_receiver_is_logged_by_django_too(caplog):
         "broken in Signal.send_robust() (receiver bug)"
     ]
     assert django_records[0].exc_info is not None
+
+
+def test_pool_workers_have_a_wrapper_per_alias_and_no_connection():
+    """Django's receivers then find every alias without a failed lookup."""
+    from django_thread.internals import initialized_connections, is_connected
+
+    def wrappers():
+        found = initialized_connections()
+        return sorted(c.alias for c in found), [
+            c.alias for c in found if is_connected(c)
+        ]
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        aliases, connected = executor.submit(wrappers).result()
+    assert aliases == sorted(connections)
+    assert connected == []
