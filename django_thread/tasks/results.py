@@ -145,14 +145,18 @@ class ResultStore:
             self._finished.pop(result_id, None)
 
     def get(self, result_id: str) -> TaskResult[Any, Any]:
-        with self._lock:
-            self._evict(time.monotonic())
-            snapshot = self._unfinished.get(result_id)
-            if snapshot is None:
-                finished = self._finished.get(result_id)
-                if finished is None:
-                    raise TaskResultDoesNotExist(result_id)
-                snapshot = finished[0]
+        # An unfinished result is never evicted: one atomic read finds it
+        # without the lock, which workers publishing final states take.
+        snapshot = self._unfinished.get(result_id)
+        if snapshot is None:
+            with self._lock:
+                self._evict(time.monotonic())
+                snapshot = self._unfinished.get(result_id)
+                if snapshot is None:
+                    finished = self._finished.get(result_id)
+                    if finished is None:
+                        raise TaskResultDoesNotExist(result_id)
+                    snapshot = finished[0]
         return copy_result(
             snapshot, errors=list(snapshot.errors), worker_ids=list(snapshot.worker_ids)
         )
