@@ -4,6 +4,9 @@
 its references on SQLite and PostgreSQL at 1 and 2 workers, the scaling of
 a 1 ms job from 1 to 16 workers, the Tasks backend against the executor and
 django-tasks-local, a breakdown of one unit's cost, and the issue's targets.
+``--only durable`` (PostgreSQL; not in the default set, it takes minutes)
+adds DURABLE against django-tasks-local-db, when installed, and
+django-tasks-db's ``db_worker`` (``benchmarks/durable.py``).
 PostgreSQL is ``--postgres`` or ``DJANGO_THREAD_TEST_POSTGRES``; without
 either (or when unreachable) only SQLite runs.
 """
@@ -11,6 +14,7 @@ either (or when unreachable) only SQLite runs.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,6 +69,11 @@ def main() -> None:
     if "breakdown" in sections:
         breakdown.run(2000 if arguments.quick else 20000)
     targets.print_targets(matrices, tasks, jobs.supports_persistent_connections())
+    if "durable" in sections and url:
+        # Processes of its own, on a database of its own: see its docstring.
+        count = "500" if arguments.quick else "2000"
+        command = ["-m", "benchmarks.durable", "--postgres", url, "--tasks", count]
+        subprocess.run([sys.executable, *command], check=True)
 
 
 if __name__ == "__main__":

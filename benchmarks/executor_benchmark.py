@@ -13,6 +13,10 @@ is sized to last about ``target`` seconds on the slowest pool. The pools:
 ``floor``
     the same pool sending ``request_started`` and ``request_finished``
     around each job, in the worker: the floor of django-thread's design.
+``keep floor``
+    the floor, but each worker keeps its connections for its lifetime
+    (their ``close_at`` lifted after each job): the floor for persistent
+    connections, which the plain floor is not at ``CONN_MAX_AGE = 0``.
 ``ours`` / ``ours persistent``
     ``django_thread.ThreadPoolExecutor`` with its defaults, and with
     ``persistent_connections=True`` (n/a where that keyword does not exist).
@@ -100,6 +104,7 @@ RATIOS = (
     ("ours/floor", "ours", "floor"),
     ("ours/stdlib", "ours", "stdlib"),
     ("pers/floor", "ours persistent", "floor"),
+    ("pers/keep", "ours persistent", "keep floor"),
     ("pers/stdlib", "ours persistent", "stdlib"),
     ("recipe/stdlib", "0.0.1 recipe", "stdlib"),
 )

@@ -110,6 +110,48 @@ def floor(job: Job) -> Job:
     return run
 
 
+def keep_floor(job: Job) -> Job:
+    """The floor for persistent connections: each worker keeps its connections.
+
+    The :func:`floor`'s two signals, but after the job every connection of
+    this worker has its ``close_at`` lifted, so that ``request_finished``
+    never closes it for its age: at ``CONN_MAX_AGE = 0`` the plain floor
+    reconnects for every job, which is no floor for a pool that keeps its
+    connections. Aliases on Django's native pool are left alone, as
+    persistent connections leave them. The worker's wrappers are looked up
+    once per worker, so lifting costs a few attribute writes per job.
+    """
+    import threading
+
+    from django.core.signals import request_finished, request_started
+    from django.db import connections
+
+    from django_thread.internals import keep_open_until_thread_ends
+
+    worker = threading.local()
+
+    def own_wrappers() -> list[Any]:
+        wrappers = getattr(worker, "wrappers", None)
+        if wrappers is None:
+            wrappers = worker.wrappers = [
+                connections[alias]
+                for alias in connections
+                if not connections[alias].settings_dict["OPTIONS"].get("pool")
+            ]
+        return wrappers
+
+    def run() -> None:
+        request_started.send(sender=StdlibPool)
+        try:
+            job()
+        finally:
+            for wrapper in own_wrappers():
+                keep_open_until_thread_ends(wrapper)
+            request_finished.send(sender=StdlibPool)
+
+    return run
+
+
 def supports_persistent_connections() -> bool:
     """Whether this django_thread accepts ``persistent_connections=True``."""
     import django_thread
@@ -139,6 +181,7 @@ def sides() -> dict[str, Side | None]:
         "stdlib": (StdlibPool, bare),
         "0.0.1 recipe": (StdlibPool, recipe),
         "floor": (StdlibPool, floor),
+        "keep floor": (StdlibPool, keep_floor),
         "ours": (django_thread.ThreadPoolExecutor, bare),
         "ours persistent": None,
     }

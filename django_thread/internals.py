@@ -20,6 +20,7 @@ import operator
 import sys
 import threading
 import types
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent import futures
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.dispatch import Signal
 
 if TYPE_CHECKING:
     from django_thread.tasks.compat import TaskResult
@@ -229,17 +231,26 @@ def locks_a_unit_takes() -> list[Any]:
 @functools.cache
 def _field_slots(
     cls: Any,
-) -> tuple[Callable[[Any], tuple[Any, ...]], tuple[Any, ...]] | None:
-    """A getter of every field of ``cls`` at once and their slot descriptors.
+) -> (
+    tuple[
+        Callable[[Any], tuple[Any, ...]],
+        tuple[Callable[[Any, Any], None], ...],
+        dict[str, Callable[[Any, Any], None]],
+    ]
+    | None
+):
+    """A getter of every field of ``cls`` at once, and each field's slot setter.
 
-    None when the fields are not slots (the ``django-tasks`` backport on
-    Python 3.10 declares ``slots=True`` only from 3.11).
+    The setters are the slot descriptors' bound ``__set__``, in field order
+    and by name. None when the fields are not slots (the ``django-tasks``
+    backport on Python 3.10 declares ``slots=True`` only from 3.11).
     """
     names = [field.name for field in dataclasses.fields(cls)]
     slots = [cls.__dict__.get(name) for name in names]
     if not all(isinstance(slot, types.MemberDescriptorType) for slot in slots):
         return None
-    return operator.attrgetter(*names), tuple(slots)
+    setters = tuple(slot.__set__ for slot in slots)
+    return operator.attrgetter(*names), setters, dict(zip(names, setters, strict=True))
 
 
 def copy_task_result(result: Any, **changes: Any) -> Any:
@@ -249,26 +260,33 @@ def copy_task_result(result: Any, **changes: Any) -> Any:
     (which normalizes the arguments again) and drops ``_return_value``
     (``init=False``, see :func:`set_task_return_value`); ``copy.copy`` goes
     through pickling's protocol: each costs two to three times as much, and
-    a task takes two copies. Lists are shared, not copied: callers that
+    a task takes four copies. Lists are shared, not copied: callers that
     hand a copy out copy them.
     """
     # TaskResult is a frozen dataclass with slots=True (Django 6.0, 6.1, and
     # django-tasks 0.12 on Python >= 3.11): each field is a slot, written
-    # here through its member descriptor as object.__setattr__ would, at
-    # half the cost; without slots (django-tasks on Python 3.10) the fields
-    # live in __dict__. Checked on Python 3.10-3.13 with Django 5.2 and
-    # django-tasks 0.12, and on Django 6.0 and 6.1.
+    # here through its member descriptor's bound __set__ as
+    # object.__setattr__ would, at a third of the cost; without slots
+    # (django-tasks on Python 3.10) the fields live in __dict__. Checked on
+    # Python 3.10-3.13 with Django 5.2 and django-tasks 0.12, and on Django
+    # 6.0 and 6.1.
     cls: Any = type(result)
     duplicate = object.__new__(cls)
     slots = _field_slots(cls)
     if slots is None:
         duplicate.__dict__.update(result.__dict__)
-    else:
-        get_all, descriptors = slots
-        for descriptor, value in zip(descriptors, get_all(result), strict=True):
-            descriptor.__set__(duplicate, value)
+        for name, value in changes.items():
+            object.__setattr__(duplicate, name, value)
+        return duplicate
+    get_all, setters, by_name = slots
+    for setter, value in zip(setters, get_all(result), strict=False):
+        setter(duplicate, value)
     for name, value in changes.items():
-        object.__setattr__(duplicate, name, value)
+        named_setter = by_name.get(name)
+        if named_setter is None:
+            object.__setattr__(duplicate, name, value)  # raises AttributeError
+        else:
+            named_setter(duplicate, value)
     return duplicate
 
 
@@ -336,3 +354,64 @@ async def thread_sensitive_context(executor: futures.Executor) -> AsyncIterator[
             yield
         finally:
             executors.pop(context, None)  # type: ignore[call-overload, unused-ignore]
+
+
+#: Per (signal, sender): the ``Signal.receivers`` entries it was computed
+#: from, the sender, and what those entries say about the sender's receivers.
+_receivers_cache: dict[
+    tuple[int, int], tuple[tuple[Any, ...], Any, tuple[tuple[Any, bool, Any], ...]]
+] = {}
+#: Beyond this many (signal, sender) pairs the cache starts over.
+_RECEIVERS_CACHE_SIZE = 64
+_CACHEABLE_SENDERS = (type, types.FunctionType)
+
+
+def live_receivers(signal: Any, sender: Any) -> list[Callable[..., Any]] | None:
+    """The receivers ``signal.send_robust(sender)`` would call, read without its lock.
+
+    None when Django must do it: the signal is a subclass, a receiver is
+    async or has died (Django removes those under its lock), or the sender
+    is neither None, a class nor a function. Django's ``_live_receivers``
+    takes the signal's lock on every send of a signal without caching
+    (every signal of the request and task lifecycles); with several
+    workers on few cores, that lock, taken five times per task, is where
+    worker threads queue for the interpreter. The receivers list only
+    changes under that lock, and a tuple copy of it is atomic, so a copy
+    equal to the one the answer was computed from means it still holds.
+    """
+    # Signal.receivers holds (lookup_key, receiver or weakref to it,
+    # [weakref to sender (Django >= 6.0),] is_async) tuples, lookup_key
+    # being (receiver id or dispatch_uid, id(sender) or id(None)); connect()
+    # and disconnect() change it under Signal.lock, and _flag_dead_receivers
+    # sets _dead_receivers when a weakly held receiver or sender dies.
+    # Checked on Django 5.2 (3-tuples), 6.0 and 6.1 (4-tuples).
+    if type(signal) is not Signal or signal._dead_receivers:  # type: ignore[attr-defined]
+        return None
+    if sender is not None and not isinstance(sender, _CACHEABLE_SENDERS):
+        return None
+    snapshot = tuple(signal.receivers)
+    key = (id(signal), id(sender))
+    cached = _receivers_cache.get(key)
+    if cached is None or cached[1] is not sender or cached[0] != snapshot:
+        matching = (id(None), id(sender))
+        entries = []
+        for entry in snapshot:
+            if entry[-1]:  # an async receiver: Django runs those
+                return None
+            if entry[0][1] in matching:
+                sender_ref = entry[2] if len(entry) == 4 else None
+                weak = isinstance(entry[1], weakref.ReferenceType)
+                entries.append((entry[1], weak, sender_ref))
+        if len(_receivers_cache) >= _RECEIVERS_CACHE_SIZE:
+            _receivers_cache.clear()
+        cached = _receivers_cache[key] = (snapshot, sender, tuple(entries))
+    receivers = []
+    for receiver, weak, sender_ref in cached[2]:
+        if weak:
+            receiver = receiver()
+            if receiver is None:
+                return None
+        if sender_ref is not None and sender_ref() is None:
+            return None
+        receivers.append(receiver)
+    return receivers

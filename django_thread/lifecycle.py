@@ -39,7 +39,7 @@ from django.db import close_old_connections, reset_queries
 from django.db.transaction import TransactionManagementError
 from django.dispatch import Signal
 
-from django_thread import sharing
+from django_thread import dispatch, sharing
 from django_thread.internals import in_atomic_block
 from django_thread.thread_connections import (
     close_after_failure,
@@ -118,7 +118,7 @@ def send_robustly(signal: Any, sender: Any, about: str, **named: Any) -> None:
     ``about`` names the signal (and what it concerns) in the log record of a
     receiver that raised.
     """
-    for receiver, response in signal.send_robust(sender=sender, **named):
+    for receiver, response in dispatch.send_robust(signal, sender, **named):
         if isinstance(response, Exception):
             logger.error(
                 "Receiver %r of %s raised; the work goes on",

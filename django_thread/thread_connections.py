@@ -240,6 +240,24 @@ def owned_thread(persistent_connections: bool | None = None) -> Iterator[None]:
         _connected_by_thread.pop(ident, None)
 
 
+def create_connection_wrappers() -> None:
+    """Create this thread's wrapper for every alias, without connecting any.
+
+    For pool workers, which run many units: Django's request receivers walk
+    every alias through ``connections.all(initialized_only=True)`` two or
+    three times per unit, and each alias without a wrapper on this thread
+    costs a failed lookup in the handler's thread-local storage, dearer
+    than the wrapper's own check that it is not connected. A wrapper is
+    made once per alias for the worker's lifetime; an alias whose backend
+    cannot load is left until a unit touches it, which fails there.
+    """
+    for alias in connections:
+        try:
+            connections[alias]
+        except Exception:
+            logger.debug("No connection wrapper for %r", alias, exc_info=True)
+
+
 def track_owned_connection(
     sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any
 ) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django_thread import registry
-from django_thread.thread_connections import owned_thread
+from django_thread.thread_connections import create_connection_wrappers, owned_thread
 
 
 def start_worker(
@@ -69,6 +69,7 @@ def _run_worker(
 ) -> None:
     with owned_thread(persistent_connections):
         try:
+            create_connection_wrappers()
             loop(*args)
         except BaseException:
             crash_logger.critical(

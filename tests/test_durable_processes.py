@@ -169,6 +169,14 @@ def normal(task_id: Any) -> str:
     return str(task_id).replace("-", "")
 
 
+def victim_is_running_a_task(alias: str, pid: int) -> bool:
+    done = {normal(task) for task in done_ids(alias)}
+    return any(
+        pid in pids and normal(task) not in done
+        for task, pids in runs_by_task(alias).items()
+    )
+
+
 def test_chaos_kill_9_loses_nothing(alias, workers):
     """3 processes; one is killed -9 twice mid-run and restarted: 0 lost.
 
@@ -187,6 +195,13 @@ def test_chaos_kill_9_loses_nothing(alias, workers):
         wait_for(
             lambda n=at_least: len(runs_by_task(alias)) >= n,
             f"{at_least} tasks to start",
+            timeout=60,
+        )
+        # Killed mid-task: a task it started is not done (on SQLite, where the
+        # processes take turns writing, it may otherwise be between tasks).
+        wait_for(
+            lambda pid=victim.pid: victim_is_running_a_task(alias, pid),
+            "the victim to be running a task",
             timeout=60,
         )
         killed.append(victim.pid)

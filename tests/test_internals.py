@@ -428,3 +428,59 @@ def test_thread_sensitive_context_runs_sync_calls_on_the_given_executor():
         assert executor not in SyncToAsync.context_to_thread_executor.values()
     finally:
         executor.shutdown()
+
+
+class _Sender:
+    pass
+
+
+def test_live_receivers_match_djangos_and_follow_connect_and_disconnect():
+    from django.dispatch import Signal
+
+    signal = Signal()
+
+    def for_everyone(**kwargs):
+        pass
+
+    def for_the_sender(**kwargs):
+        pass
+
+    def for_another(**kwargs):
+        pass
+
+    signal.connect(for_everyone)
+    signal.connect(for_the_sender, sender=_Sender)
+    signal.connect(for_another, sender=dict)
+    expected = signal._live_receivers(_Sender)[0]
+    assert internals.live_receivers(signal, _Sender) == expected
+    assert expected == [for_everyone, for_the_sender]
+    assert internals.live_receivers(signal, _Sender) == expected  # cached
+    assert internals.live_receivers(signal, None) == [for_everyone]
+    signal.disconnect(for_everyone)
+    assert internals.live_receivers(signal, _Sender) == [for_the_sender]
+    signal.connect(for_everyone)
+    assert internals.live_receivers(signal, _Sender) == [for_the_sender, for_everyone]
+
+
+def test_live_receivers_leave_dead_and_async_receivers_to_django():
+    from django.dispatch import Signal
+
+    signal = Signal()
+
+    def receiver(**kwargs):
+        pass
+
+    signal.connect(receiver)  # weakly
+    assert internals.live_receivers(signal, None) == [receiver]
+    del receiver
+    assert internals.live_receivers(signal, None) is None  # Django cleans up
+    assert signal.send_robust(sender=None) == []
+    assert internals.live_receivers(signal, None) == []
+
+    async def async_receiver(**kwargs):
+        pass
+
+    signal.connect(async_receiver)
+    assert internals.live_receivers(signal, None) is None
+    assert internals.live_receivers(type("Sub", (Signal,), {})(), None) is None
+    assert internals.live_receivers(signal, object()) is None  # not cacheable

@@ -404,3 +404,51 @@ def test_a_unit_that_cannot_read_its_connection_says_so_and_leaves_it(
         assert (
             executor.submit(lambda: Record.objects.using(alias).count()).result() == 0
         )
+
+
+def test_a_unit_does_not_wait_for_the_request_signals_lock():
+    """Units list Django's receivers without taking each signal's lock.
+
+    With several workers on few cores, a worker that found that lock taken
+    gave up the interpreter and waited for it again, once per signal sent.
+    """
+    events = []
+    with connected(request_finished, lambda **kwargs: events.append("finished")):
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            executor.submit(lambda: None).result()  # the worker is started
+            with request_started.lock, request_finished.lock:
+                future = executor.submit(lambda: "done")
+                assert future.result(timeout=10) == "done"
+    assert events == ["finished", "finished"]
+
+
+def test_a_failing_receiver_is_logged_by_django_too(caplog):
+    def broken(**kwargs):
+        raise RuntimeError("receiver bug")
+
+    with connected(request_started, broken):
+        with caplog.at_level(logging.ERROR):
+            with ThreadPoolExecutor(max_workers=1) as executor:
+                assert executor.submit(lambda: 1).result() == 1
+    django_records = [r for r in caplog.records if r.name == "django.dispatch"]
+    assert [r.getMessage() for r in django_records] == [
+        "Error calling test_a_failing_receiver_is_logged_by_django_too.<locals>."
+        "broken in Signal.send_robust() (receiver bug)"
+    ]
+    assert django_records[0].exc_info is not None
+
+
+def test_pool_workers_have_a_wrapper_per_alias_and_no_connection():
+    """Django's receivers then find every alias without a failed lookup."""
+    from django_thread.internals import initialized_connections, is_connected
+
+    def wrappers():
+        found = initialized_connections()
+        return sorted(c.alias for c in found), [
+            c.alias for c in found if is_connected(c)
+        ]
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        aliases, connected = executor.submit(wrappers).result()
+    assert aliases == sorted(connections)
+    assert connected == []

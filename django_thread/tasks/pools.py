@@ -10,7 +10,7 @@ from typing import Any
 from django.core.signals import setting_changed
 from django.utils import timezone
 
-from django_thread import registry
+from django_thread import dispatch, registry
 from django_thread.lifecycle import ensure_app_installed
 from django_thread.tasks.compat import task_enqueued
 from django_thread.tasks.options import PoolOptions
@@ -45,7 +45,7 @@ class Pool:
         _update(result, enqueued_at=timezone.now())
         self.results.publish(result)
         try:
-            task_enqueued.send(sender=self.sender, task_result=result)
+            dispatch.send(task_enqueued, self.sender, task_result=result)
             self._queue(result.task.queue_name).put(job)
         except BaseException:
             # As with Django's own backends, a failing task_enqueued receiver
@@ -138,7 +138,14 @@ _pools_lock = threading.Lock()
 
 
 def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Pool:
-    """The process-wide pool of a backend alias, created on first use."""
+    """The process-wide pool of a backend alias, created on first use.
+
+    Looked up without the lock first: a dict read is atomic, and the lock
+    only has to make sure that two first uses create one pool.
+    """
+    pool = _pools.get(alias)
+    if pool is not None:
+        return pool
     with _pools_lock:
         pool = _pools.get(alias)
         if pool is None:
@@ -150,8 +157,7 @@ def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Po
 
 
 def existing_pool(alias: str) -> Pool | None:
-    with _pools_lock:
-        return _pools.get(alias)
+    return _pools.get(alias)  # atomic: see pool_for()
 
 
 def reset_pools(timeout: float | None = RESET_JOIN_TIMEOUT) -> None:

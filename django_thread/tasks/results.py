@@ -122,16 +122,22 @@ class ResultStore:
         )
 
     def publish(self, result: TaskResult[Any, Any]) -> None:
-        """Make ``result`` what ``get`` returns; never write to it afterwards."""
+        """Make ``result`` what ``get`` returns; never write to it afterwards.
+
+        An unfinished state is one atomic dict write, so it takes no lock:
+        the states of one task are published one after the other (enqueue,
+        then its worker), and the lock is only needed where a result moves
+        between the two dicts and old ones are evicted.
+        """
+        if not result.is_finished:
+            self._unfinished[result.id] = result
+            return
         with self._lock:
-            if result.is_finished:
-                self._unfinished.pop(result.id, None)
-                now = time.monotonic()
-                self._finished[result.id] = (result, now)
-                self._finished.move_to_end(result.id)
-                self._evict(now)
-            else:
-                self._unfinished[result.id] = result
+            self._unfinished.pop(result.id, None)
+            now = time.monotonic()
+            self._finished[result.id] = (result, now)
+            self._finished.move_to_end(result.id)
+            self._evict(now)
 
     def unfinished(self) -> list[TaskResult[Any, Any]]:
         """The results still waiting or running, for the exit report."""
@@ -144,14 +150,18 @@ class ResultStore:
             self._finished.pop(result_id, None)
 
     def get(self, result_id: str) -> TaskResult[Any, Any]:
-        with self._lock:
-            self._evict(time.monotonic())
-            snapshot = self._unfinished.get(result_id)
-            if snapshot is None:
-                finished = self._finished.get(result_id)
-                if finished is None:
-                    raise TaskResultDoesNotExist(result_id)
-                snapshot = finished[0]
+        # An unfinished result is never evicted: one atomic read finds it
+        # without the lock, which workers publishing final states take.
+        snapshot = self._unfinished.get(result_id)
+        if snapshot is None:
+            with self._lock:
+                self._evict(time.monotonic())
+                snapshot = self._unfinished.get(result_id)
+                if snapshot is None:
+                    finished = self._finished.get(result_id)
+                    if finished is None:
+                        raise TaskResultDoesNotExist(result_id)
+                    snapshot = finished[0]
         return copy_result(
             snapshot, errors=list(snapshot.errors), worker_ids=list(snapshot.worker_ids)
         )

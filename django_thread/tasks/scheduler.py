@@ -6,6 +6,7 @@ import contextvars
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
 from datetime import datetime
@@ -30,13 +31,16 @@ MAX_IDLE_WAIT = 60.0
 class TaskQueue:
     """One named queue: its waiting tasks and the worker threads serving it.
 
-    Waiting tasks sit in two heaps under one condition: ``ready`` by
+    Waiting tasks sit in two heaps under one lock: ``ready`` by
     (-priority, arrival) so that higher priorities run first and equal ones
-    in order, and ``deferred`` by ``run_after``. An idle worker sleeps on the
-    condition until it is notified or the earliest deferred task is due;
-    nothing polls. Workers are started as tasks arrive, up to the queue's
-    count, by :func:`django_thread.workers.start_worker` (the shape they
-    share with the executor's workers); exit runs through
+    in order, and ``deferred`` by ``run_after``. The hand-off has the shape
+    of the executor's: an idle worker blocks on a ``SimpleQueue`` (in C,
+    without holding the interpreter), and each new task wakes at most one
+    idle worker by putting one token there, or starts a worker when none is
+    idle, up to the queue's count, with
+    :func:`django_thread.workers.start_worker` (the shape they share with
+    the executor's workers). An idle worker waits until it gets a token or
+    the earliest deferred task is due; nothing polls. Exit runs through
     :meth:`Pool.shutdown`. Workers belong to a generation: retiring them
     (:meth:`retire_workers`) starts a new one, and the old workers exit
     once their current task is done.
@@ -46,7 +50,11 @@ class TaskQueue:
         self.pool = pool
         self.name = name
         self.max_workers = max_workers
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        #: One token per idle worker that was told to look at the heaps.
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        #: Idle workers waiting on ``_wakeups`` that no token was put for yet.
+        self._idle = 0
         self._ready: list[tuple[int, int, _Job]] = []
         self._deferred: list[tuple[datetime, int, _Job]] = []
         self._arrivals = itertools.count()
@@ -54,12 +62,11 @@ class TaskQueue:
         #: Workers of earlier generations that may still be finishing a task.
         self._retired_threads: list[threading.Thread] = []
         self._generation = 0
-        self._waiting = 0
         self._closing = False
 
     def put(self, job: _Job) -> None:
         task = job.result.task
-        with self._condition:
+        with self._lock:
             if self._closing:
                 raise RuntimeError(
                     f"The task queue {self.name!r} of backend {self.pool.alias!r} "
@@ -75,22 +82,26 @@ class TaskQueue:
     def _wake_or_start_worker(self) -> None:
         """Make sure some worker will take the new work; call with the lock held.
 
-        A waiting worker is woken, if there is one: each waiting worker
-        counts itself in ``_waiting`` before it waits, under the same lock,
-        so with none counted a notify would find no one, and costs a Python
-        call per task for nothing. A new worker is started while there is
-        more ready work than waiting workers to take it, and always when
-        there is none at all, since a deferred task needs someone to wait
-        for it. A notification that reaches a worker whose wait just timed
-        out is not lost: every worker looks at the heaps before waiting
-        again.
+        One idle worker is woken, if there is one: a token per task, so a
+        burst of tasks wakes one worker each instead of all of them at
+        once. Otherwise a new worker is started while the queue has fewer
+        than its count, as the executor does when no worker is idle: a
+        deferred task needs someone to wait for it, and the running workers
+        may all be busy for long.
         """
-        if self._waiting:
-            self._condition.notify()
-        if len(self._threads) < self.max_workers and (
-            len(self._ready) > self._waiting or not self._threads
+        if self._idle:
+            self._idle -= 1
+            self._wakeups.put(None)
+        elif len(self._threads) < self.max_workers and (
+            self._ready or not self._threads
         ):
             self._start_worker()
+
+    def _wake_all(self) -> None:
+        """Wake every idle worker, to look at the queue's state; lock held."""
+        for _ in range(self._idle):
+            self._wakeups.put(None)
+        self._idle = 0
 
     def _start_worker(self) -> None:
         worker_id = new_id()
@@ -110,8 +121,8 @@ class TaskQueue:
         It should exit when the queue is closing and drained, or when its
         generation of workers was retired.
         """
-        with self._condition:
-            while True:
+        while True:
+            with self._lock:
                 if generation != self._generation:
                     return None
                 fell_due = False
@@ -125,14 +136,12 @@ class TaskQueue:
                         fell_due = True
                 if self._ready:
                     job = heapq.heappop(self._ready)[-1]
-                    if self._ready and (fell_due or not self._waiting):
+                    if self._ready and (fell_due or not self._idle):
                         # More is ready than this worker takes. Tasks that
                         # fell due had no put() to wake workers for them,
-                        # and with no worker waiting, another may be
-                        # started (retire_workers() starts only one). Any
-                        # other waiting worker was woken by the put() of
-                        # each ready task: waking more would only make them
-                        # find the heap empty and wait again.
+                        # and with no worker idle, another may be started
+                        # (retire_workers() starts only one). Any other idle
+                        # worker was woken by the put() of each ready task.
                         self._wake_or_start_worker()
                     return job
                 if self._closing:
@@ -141,11 +150,17 @@ class TaskQueue:
                 if self._deferred:
                     due_in = (self._deferred[0][0] - timezone.now()).total_seconds()
                     timeout = min(max(due_in, 0.0), MAX_IDLE_WAIT)
-                self._waiting += 1
-                try:
-                    self._condition.wait(timeout)
-                finally:
-                    self._waiting -= 1
+                self._idle += 1
+            try:
+                self._wakeups.get(timeout=timeout)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:
+                        self._idle -= 1  # no token was put for this worker
+                        continue
+                # Every idle worker was counted out by a token put under the
+                # lock: one is waiting for this worker in the queue already.
+                self._wakeups.get_nowait()
 
     def _work(self, worker_id: str, generation: int) -> None:
         """The worker loop (crashes and connections: see ``start_worker``)."""
@@ -162,13 +177,13 @@ class TaskQueue:
 
     def retire_workers(self) -> list[threading.Thread]:
         """Make the current workers exit once idle; new tasks start new ones."""
-        with self._condition:
+        with self._lock:
             retired, self._threads = self._threads, []
             self._retired_threads = [
                 thread for thread in self._retired_threads if thread.is_alive()
             ] + retired
             self._generation += 1
-            self._condition.notify_all()
+            self._wake_all()
             if self._ready or self._deferred:
                 self._start_worker()
         return retired
@@ -176,29 +191,30 @@ class TaskQueue:
     def after_fork_in_child(self) -> list[_Job]:
         """Forget the parent's workers and waiting tasks; return those tasks.
 
-        The condition is re-created: a parent thread may have held it at
-        the fork.
+        The lock and the wake-up queue are re-created: a parent thread may
+        have held them at the fork.
         """
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        self._wakeups = queue.SimpleQueue()
+        self._idle = 0
         dropped = [job for _, _, job in self._ready + self._deferred]
         self._ready.clear()
         self._deferred.clear()
         self._threads = []
         self._retired_threads = []
-        self._waiting = 0
         self._generation += 1
         return dropped
 
     def close(self, cancel: bool) -> list[_Job]:
         """Stop taking tasks; return the ones that will now never run."""
-        with self._condition:
+        with self._lock:
             self._closing = True
             dropped = [job for _, _, job in self._deferred]
             self._deferred.clear()
             if cancel:
                 dropped += [job for _, _, job in self._ready]
                 self._ready.clear()
-            self._condition.notify_all()
+            self._wake_all()
         return dropped
 
     def join(self, timeout: float | None) -> None:
