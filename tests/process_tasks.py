@@ -29,9 +29,25 @@ def again() -> None:
     """Enqueue itself until ``stop``: a worker is always busy, as at any fork."""
     from testproject.jobs.background import database_session
 
-    database_session()  # the worker holds a connection at the fork
+    if chains_use_the_database():
+        database_session()  # the worker holds a connection at the fork
     if not stop.is_set():
         again.enqueue()
+
+
+def chains_use_the_database() -> bool:
+    """Whether the busy chains of the fork tests query while the process forks.
+
+    Not on SQLite: its library's own mutexes (the memory allocator's, the
+    one ``sqlite3_open`` takes) are not fork-safe, so a child forked while a
+    parent thread is inside any SQLite call may hang in its first SQLite
+    call, whatever pool runs it (SQLite's documentation: do not carry SQLite
+    across fork() with threads). The SQLite children still use the pool,
+    and SQLite, themselves.
+    """
+    from django.db import connection
+
+    return connection.vendor != "sqlite"
 
 
 #: Set by ``slow`` once it runs.

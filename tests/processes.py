@@ -27,13 +27,22 @@ def database_url(alias: str) -> str:
     return f"{scheme}://{params['USER']}{password}@{host}{port}/{params['NAME']}"
 
 
-def run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+#: What starts coverage in a process (see pyproject.toml).
+COVERAGE_VARIABLES = {"COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"}
+
+
+def run_python(
+    script: str, timeout: float = 60, *, measured: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``script`` in a fresh interpreter; it configures Django itself.
 
     The test run's ``DJANGO_SETTINGS_MODULE`` is left out of its environment,
     so that the script's own choice of settings is the one that counts.
+    ``measured=False`` leaves coverage out too, for a script that forks
+    hundreds of children: coverage would save a data file from each.
     """
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    left_out = {"DJANGO_SETTINGS_MODULE"} | (set() if measured else COVERAGE_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in left_out}
     return subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
