@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import threading
 
-from django.db import connections
 from django.http import HttpRequest, JsonResponse
 
 import django_thread
+from testproject.jobs.background import database_session
 from testproject.jobs.models import Record
 
 
 def _read(alias: str) -> int:
-    """The server's id of the session (the DB-API connection's, on SQLite)."""
+    """Query through the ORM; the session that ran it."""
     Record.objects.using(alias).count()
-    connection = connections[alias]
-    if connection.vendor == "sqlite":
-        return id(connection.connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_backend_pid()"
-            if connection.vendor == "postgresql"
-            else "SELECT CONNECTION_ID()"
-        )
-        return int(cursor.fetchone()[0])
+    return database_session(alias)
 
 
 def _alias(request: HttpRequest) -> str:

@@ -6,7 +6,7 @@ it is created (and may be used) in the master, before the workers fork.
 
 from __future__ import annotations
 
-from django.db import connection
+from django.db import connections
 
 from django_thread import ThreadPoolExecutor
 from testproject.jobs.models import Record
@@ -14,11 +14,12 @@ from testproject.jobs.models import Record
 executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="jobs")
 
 
-def database_session() -> int:
+def database_session(alias: str = "default") -> int:
     """The server's id for this thread's connection (pg_stat_activity's pid).
 
     SQLite has no server: the id of the driver's connection object stands in.
     """
+    connection = connections[alias]
     if connection.vendor == "sqlite":
         connection.ensure_connection()
         return id(connection.connection)
