@@ -99,23 +99,30 @@ APP_LISTS = (
 )
 
 
-@pytest.mark.parametrize("apps", APP_LISTS, ids=lambda apps: "+".join(apps))
-def test_manage_py_check_reports_bad_task_options_in_a_minimal_project(apps, tmp_path):
-    (tmp_path / "minimal_settings.py").write_text(
-        MINIMAL_TASKS_PROJECT.format(apps=apps)
-    )
+def manage_py_check(
+    directory: Path, settings_module: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m django check`` in a new interpreter, on ``directory``'s settings."""
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
-        "DJANGO_SETTINGS_MODULE": "minimal_settings",
+        "PYTHONPATH": os.pathsep.join([str(directory), str(Path.cwd())]),
+        "DJANGO_SETTINGS_MODULE": settings_module,
     }
-    checked = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "django", "check"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("apps", APP_LISTS, ids=lambda apps: "+".join(apps))
+def test_manage_py_check_reports_bad_task_options_in_a_minimal_project(apps, tmp_path):
+    (tmp_path / "minimal_settings.py").write_text(
+        MINIMAL_TASKS_PROJECT.format(apps=apps)
+    )
+    checked = manage_py_check(tmp_path, "minimal_settings")
     assert checked.returncode != 0, checked.stdout + checked.stderr
     assert "django_thread.E103" in checked.stderr  # WORKERS = "four"
     assert "django_thread.E102" in checked.stderr  # BOGUS
@@ -158,18 +165,7 @@ def test_manage_py_check_without_the_app_fails_with_e109(apps, tmp_path):
     # framework's check, while the checks already ran: "no issues".
     for name, text in URLCONF_IMPORTS_TASKS_PROJECT.items():
         (tmp_path / name).write_text(text.format(apps=apps))
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
-        "DJANGO_SETTINGS_MODULE": "e109_settings",
-    }
-    checked = subprocess.run(
-        [sys.executable, "-m", "django", "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    checked = manage_py_check(tmp_path, "e109_settings")
     output = checked.stdout + checked.stderr
     assert checked.returncode != 0, output
     assert "no issues" not in output
