@@ -347,15 +347,10 @@ class ThreadPoolExecutor(futures.ThreadPoolExecutor):
     def _after_fork_in_child(self) -> None:
         """In a forked child: new workers for new work; the parent's is left alone.
 
-        Items queued or running at the fork belong to the parent, which runs
-        them and completes their futures; running them here too would run
-        them twice. The child's copies of those futures are dropped, never
-        completed: completing one takes its condition and calls its waiters
-        and done callbacks, and a parent thread may have held any of those
-        locks at the fork (see :mod:`django_thread.registry` for the rule).
-        So in the child they stay pending, as the standard library's do;
-        ``result(timeout)`` there times out. Nothing else is touched: the
-        old queue, semaphore and lock are replaced, never locked.
+        Work queued or running at the fork is the parent's to run. Its
+        futures stay pending here, as the standard library's do: completing
+        one would take locks a parent thread may have held at the fork (the
+        rule is in :mod:`django_thread.registry`).
         """
         self._shutdown_lock = threading.Lock()
         self._retired_threads = set()

@@ -63,11 +63,8 @@ _connected_by_thread: dict[int, dict[str, BaseDatabaseWrapper]] = {}
 def unlent_connections() -> list[BaseDatabaseWrapper]:
     """This thread's connections, without those another thread lent it.
 
-    ``LiveServerTestCase``'s server threads, and units while a test shares
-    its connections (:mod:`django_thread.sharing`), run on the test
-    thread's connection: closing it, rolling it back or dropping it from
-    this thread's handler would break the test. Cleanup only ever picks
-    connections from here (or from :func:`unit_connections`).
+    A connection lent by a test's thread (``LiveServerTestCase``,
+    :mod:`django_thread.sharing`) is the test's: cleanup never touches it.
     """
     return [c for c in initialized_connections() if not shared_from_another_thread(c)]
 
@@ -263,20 +260,11 @@ def track_owned_connection(
 ) -> None:
     """``connection_created`` receiver: on an owned thread, note the wrapper.
 
-    Noting it lets each unit's end look at the wrappers this thread ever
-    connected instead of walking every alias (see :func:`unit_connections`).
-
-    On a persistent thread it also lifts the connection's age limit. Only
-    that goes: everything else in Django's per-request housekeeping still
-    applies at each unit's end (a connection with errors that fails
-    ``is_usable()``, or with autocommit left off, is closed, and
-    ``CONN_HEALTH_CHECKS`` re-checks it before its next use), and so do the
-    unit's own repairs: a leaked transaction discards the connection, a
-    failed unit closes it (``DJANGO_THREAD_CLOSE_ON_ERROR``), and the next
-    unit opens a fresh one, which comes through here again. An alias on
-    Django's native pool is left alone: it has no age (Django requires
-    ``CONN_MAX_AGE = 0`` there), and giving its connection back to the pool
-    at each unit's end is already cheap.
+    Noting it spares each unit's end a walk over every alias (see
+    :func:`unit_connections`). On a persistent thread it also lifts the
+    connection's age limit, and only that: the unit's end still closes a
+    broken connection, discards a leaked transaction and honours
+    ``CONN_HEALTH_CHECKS``. Django's native pool has no age to lift.
     """
     connected = _scope.connected
     if connected is None:
