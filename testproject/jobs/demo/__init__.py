@@ -1,0 +1,1 @@
+"""The code behind ``manage.py demo`` (testproject/jobs/management/commands/demo.py)."""
