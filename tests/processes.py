@@ -34,7 +34,7 @@ COVERAGE_VARIABLES = {"COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"}
 
 def run_python(
     script: str | None = None,
-    timeout: float = 60,
+    timeout: float | None = 60,
     *,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.helpers import TESTING_WHEEL
+from tests.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "typing_cases.py"
@@ -25,13 +25,7 @@ IGNORE = "  # type: ignore["
 
 
 def mypy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mypy", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_python(args=["-m", "mypy", *args], cwd=ROOT, timeout=None)
 
 
 def test_package_and_typing_cases_pass_mypy_strict():
