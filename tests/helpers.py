@@ -27,6 +27,10 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 #: The repository root, for tests that start a fresh interpreter on it.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: The run tests the installed wheel, from a copy of the checkout without the
+#: package (tests/run_installed.py, which tox's matrix environments run).
+TESTING_WHEEL = os.environ.get("DJANGO_THREAD_TEST_WHEEL") == "1"
+
 
 def server_connection_count(alias: str) -> int:
     """Connections to this test database other than the test's own."""

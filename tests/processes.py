@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 
 from django.db import connections
 
@@ -32,23 +33,35 @@ COVERAGE_VARIABLES = {"COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"}
 
 
 def run_python(
-    script: str, timeout: float = 60, *, measured: bool = True
+    script: str | None = None,
+    timeout: float | None = 60,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    python: str = sys.executable,
+    measured: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter; it configures Django itself.
+    """Run ``script`` (``python -c``), or ``python ARGS``, in a fresh interpreter.
 
-    The test run's ``DJANGO_SETTINGS_MODULE`` is left out of its environment,
-    so that the script's own choice of settings is the one that counts.
-    ``measured=False`` leaves coverage out too, for a script that forks
-    hundreds of children: coverage would save a data file from each.
+    Its environment is the test run's, less its ``DJANGO_SETTINGS_MODULE``,
+    so that the script's own choice of settings is the one that counts, and
+    updated with ``env``. ``measured=False`` leaves coverage out too, for a
+    script that forks hundreds of children: coverage would save a data file
+    from each. ``python`` is another interpreter (a virtualenv's); ``cwd``
+    the directory it starts in. The output is captured, as text.
     """
     left_out = {"DJANGO_SETTINGS_MODULE"} | (set() if measured else COVERAGE_VARIABLES)
-    env = {k: v for k, v in os.environ.items() if k not in left_out}
+    environ = {k: v for k, v in os.environ.items() if k not in left_out}
+    environ.update(env or {})
+    command = [python, *(["-c", script] if script is not None else []), *args]
     return subprocess.run(
-        [sys.executable, "-c", script],
+        command,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=environ,
+        cwd=cwd,
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import django
@@ -16,6 +15,7 @@ from django.test import override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
 from django_thread.checks import BOOLEAN_SETTINGS, check_settings
+from tests.processes import run_python
 
 
 def test_defaults_pass_the_checks():
@@ -104,17 +104,10 @@ def manage_py_check(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m django check`` in a new interpreter, on ``directory``'s settings."""
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join([str(directory), str(Path.cwd())]),
         "DJANGO_SETTINGS_MODULE": settings_module,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "django", "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python(args=["-m", "django", "check"], env=env)
 
 
 @pytest.mark.parametrize("apps", APP_LISTS, ids=lambda apps: "+".join(apps))

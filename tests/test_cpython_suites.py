@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 from tests.cpython_suites import SUITES
 from tests.helpers import IN_CI, REPO_ROOT
+from tests.processes import run_python
 
 pytestmark = pytest.mark.cpython_suites
 
@@ -56,14 +55,8 @@ def test_cpython_suite_passes_with_django_thread_classes(suite):
             f"{sys.executable} ships no {', '.join(missing)}: this Python's "
             "Lib/test is missing or partial (a pyenv or python.org build has it)"
         )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    process = subprocess.run(
-        [sys.executable, "-m", "tests.cpython_suites", suite],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    process = run_python(
+        args=["-m", "tests.cpython_suites", suite], cwd=REPO_ROOT, timeout=600
     )
     report = process.stderr[-20000:]
     assert process.returncode == 0, report

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 import site
-import subprocess
-import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,8 @@ from urllib.parse import quote
 
 import pytest
 from django.db import connections
+
+from tests.processes import run_python
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,19 +73,16 @@ def shown_tables() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
 
 def run_demo(database_url: str) -> tuple[str, dict[str, tuple[int, int, int]]]:
     env = {
-        **os.environ,
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "TESTPROJECT_DATABASE_URL": database_url,
     }
-    process = subprocess.run(
+    process = run_python(
         # Dev mode and ResourceWarnings as errors: a connection the demo
         # leaves to the garbage collector shows up on stderr.
-        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning"]
+        args=["-X", "dev", "-W", "error::ResourceWarning"]
         + ["testproject/manage.py", "demo"],
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert process.returncode == 0, process.stdout + process.stderr
@@ -160,25 +157,22 @@ def test_the_postgresql_hint_is_the_readmes_and_runs_as_printed(tmp_path):
     clone = tmp_path / "clone"
     clone.mkdir()
     (clone / "testproject").symlink_to(REPO / "testproject")
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(clone / ".venv")],
-        check=True,
-        timeout=120,
+    created = run_python(
+        args=["-m", "venv", "--without-pip", str(clone / ".venv")], timeout=120
     )
+    assert created.returncode == 0, created.stderr
     packages = {sysconfig.get_path("purelib"), *site.getsitepackages()}
     env = {
-        **os.environ,
         # This run's packages, and the project from this checkout.
         "PYTHONPATH": os.pathsep.join([str(REPO), *sorted(packages)]),
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "TESTPROJECT_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
     }
-    process = subprocess.run(
-        [".venv/bin/python", "testproject/manage.py", "demo"],
+    process = run_python(
+        args=["testproject/manage.py", "demo"],
         cwd=clone,
         env=env,
-        capture_output=True,
-        text=True,
+        python=".venv/bin/python",  # found in cwd
         timeout=120,
     )
     assert process.returncode == 0, process.stdout + process.stderr

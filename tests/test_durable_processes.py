@@ -68,11 +68,15 @@ def script(alias: str, body: str) -> str:
     return prelude + textwrap.dedent(body)
 
 
+def durable(**settings: Any) -> dict[str, str]:
+    """``DURABLE_*`` variables, which tests/durable_settings.py reads."""
+    return {f"DURABLE_{name.upper()}": str(value) for name, value in settings.items()}
+
+
 def environment(**settings: Any) -> dict[str, str]:
+    """A worker's environment: run_python's, with these settings."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env.update(
-        {f"DURABLE_{name.upper()}": str(value) for name, value in settings.items()}
-    )
+    env.update(durable(**settings))
     return env
 
 
@@ -244,13 +248,7 @@ def test_outbox_commit_runs_even_if_killed_at_once_rollback_never(alias, workers
     report(kept=kept.id, dropped=dropped.id)
     os.kill(os.getpid(), 9)  # right after the commit: nothing ran here yet
     """
-    process = subprocess.run(
-        [sys.executable, "-c", script(alias, body)],
-        capture_output=True,
-        text=True,
-        env=environment(workers=4, lease=3),
-        timeout=60,
-    )
+    process = run_python(script(alias, body), env=durable(workers=4, lease=3))
     assert process.returncode == -signal.SIGKILL, process.stderr
     ids = json.loads(process.stdout.splitlines()[-1])
     workers.start(lease=3)
@@ -265,13 +263,7 @@ def test_rows_of_database_backend_run_here(alias, workers):
     results = [durable_tasks.add.enqueue(n, 1) for n in range(10)]
     report(backend=type(results[0].task.get_backend()).__name__)
     """
-    process = subprocess.run(
-        [sys.executable, "-c", script(alias, body)],
-        capture_output=True,
-        text=True,
-        env=environment(backend="db"),
-        timeout=60,
-    )
+    process = run_python(script(alias, body), env=durable(backend="db"))
     assert process.returncode == 0, process.stderr
     assert "DatabaseBackend" in process.stdout
     workers.start()
@@ -285,27 +277,16 @@ def test_rows_of_database_backend_run_here(alias, workers):
 def test_rows_of_durable_backend_run_by_db_worker(alias):
     with enqueuer(alias):
         results = [chaos_task().enqueue(0) for _ in range(5)]
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "django",
-            "db_worker",
-            "--batch",
-            "--no-startup-delay",
-            "--worker-id",
-            "db-worker-1",
-        ],
-        capture_output=True,
-        text=True,
+    process = run_python(
+        args=["-m", "django", "db_worker", "--batch", "--no-startup-delay"]
+        + ["--worker-id", "db-worker-1"],
         cwd=REPO_ROOT,
         env={
-            **environment(workers=0),
+            **durable(workers=0),
             "DJANGO_SETTINGS_MODULE": "tests.durable_settings",
             "TESTPROJECT_DATABASE_URL": database_url(alias),
             "PYTHONPATH": str(REPO_ROOT),
         },
-        timeout=60,
     )
     assert process.returncode == 0, process.stderr
     for result in results:
@@ -347,13 +328,7 @@ report(child_exit=os.waitstatus_to_exitcode(status), parent_id=parent_id,
 
 
 def test_forked_child_runs_its_own_workers_and_claims_nothing_of_the_parent(alias):
-    process = subprocess.run(
-        [sys.executable, "-c", script(alias, FORK)],
-        capture_output=True,
-        text=True,
-        env=environment(workers=1, lease=3),
-        timeout=60,
-    )
+    process = run_python(script(alias, FORK), env=durable(workers=1, lease=3))
     assert process.returncode == 0, process.stderr
     reports: dict[str, Any] = {}
     for line in process.stdout.splitlines():
@@ -417,7 +392,7 @@ class Gunicorn(ServerProcess):
                 "django.core.wsgi:get_wsgi_application()",
             ],
             {
-                **environment(workers=2, lease=3),
+                **durable(workers=2, lease=3),
                 "DJANGO_SETTINGS_MODULE": "tests.durable_settings",
                 "TESTPROJECT_DATABASE_URL": database_url(alias),
             },

@@ -8,12 +8,9 @@ Python and Django versions names the internal that changed.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +19,8 @@ from django.db import connections, transaction
 from django_thread import internals
 from django_thread.tasks.compat import TaskResult, TaskResultStatus
 from testproject.jobs.models import Record
+from tests.helpers import REPO_ROOT
+from tests.processes import run_python
 from tests.tasks import tasks as tasks_module
 
 
@@ -234,13 +233,7 @@ def test_run_before_threads_join_runs_before_non_daemon_threads_are_joined():
         internals.run_before_threads_join(told.set)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    result = run_python(script, timeout=30, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
 
 

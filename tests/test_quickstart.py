@@ -26,24 +26,24 @@ import django
 
 from tests.doc_blocks import quick_start_blocks
 from tests.helpers import REPO_ROOT
+from tests.processes import run_python
 
 #: What the README's settings block says to add on Django 5.2.
 BACKPORT_NOTE = '# Django 5.2: also "django_tasks"'
 
 
 def environment() -> dict[str, str]:
+    """runserver's environment: run_python's, with the checkout on the path."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
 
 
 def manage(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
+    done = run_python(
+        args=["manage.py", *args],
         cwd=project,
-        env=environment(),
-        capture_output=True,
-        text=True,
+        env={"PYTHONPATH": str(REPO_ROOT)},
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -60,13 +60,12 @@ def for_this_django(code: str) -> str:
 
 
 def new_project(tmp_path: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "django", "startproject", "mysite"],
+    started = run_python(
+        args=["-m", "django", "startproject", "mysite"],
         cwd=tmp_path,
-        env=environment(),
-        check=True,
-        timeout=60,
+        env={"PYTHONPATH": str(REPO_ROOT)},
     )
+    assert started.returncode == 0, started.stdout + started.stderr
     project = tmp_path / "mysite"
     blocks = quick_start_blocks()
     assert [match["file"] for _, match in blocks] == [

@@ -28,7 +28,6 @@ import inspect
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import types
@@ -56,6 +55,7 @@ from tests.doc_blocks import (
     quick_start_blocks,
 )
 from tests.helpers import REPO_ROOT, database_settings, wait_for
+from tests.processes import run_python
 
 #: Seconds after which a block that still runs ends the test process.
 HANG_TIMEOUT = 60
@@ -565,17 +565,13 @@ def test_docs_settings_pass_manage_py_check(run_block, tmp_path):
     assert {"INSTALLED_APPS", "DATABASES", "TASKS"} <= names
     module, values = project_settings_from_docs(run_block)
     (tmp_path / "docs_settings.py").write_text(module)
-    checked = subprocess.run(
-        [sys.executable, "-c", CHECK_THE_PROJECT],
+    checked = run_python(
+        CHECK_THE_PROJECT,
         cwd=tmp_path,  # DATABASES names a relative db.sqlite3
         env={
-            **os.environ,
             "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
             "DJANGO_SETTINGS_MODULE": "docs_settings",
         },
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "System check identified no issues" in checked.stdout

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 from tests.helpers import REPO_ROOT
+from tests.processes import run_python
 
 #: Tests parametrized over every database, in several functions and files.
 SOME_TESTS = ["tests/test_lifecycle.py", "tests/test_transactions.py"]
@@ -23,16 +23,13 @@ def run_without_the_driver(tmp_path, ci: str) -> subprocess.CompletedProcess[str
         "raise ImportError(\"No module named 'MySQLdb' (this test hides it)\")\n"
     )
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(tmp_path)]),
         "CI": ci,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-k", "mariadb", *SOME_TESTS],
+    return run_python(
+        args=["-m", "pytest", "-q", "-k", "mariadb", *SOME_TESTS],
         cwd=REPO_ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.db import connections
 
 from tests import settings as test_settings
+from tests.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = "tests/projects/suite.py"
@@ -33,21 +33,13 @@ def run_project(
     database: str, *command: str, **environ: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
         **environ,
         "PROJECT_DATABASE": database,
         "PROJECT_TEST_DATABASE": f"test_django_thread_project_{os.getpid()}_"
         f"{next(_databases)}",
     }
     try:
-        return subprocess.run(
-            [sys.executable, *command],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_python(args=command, cwd=ROOT, env=env, timeout=120)
     finally:
         if database != "memory":
             # A run that failed to tear down leaves its database behind.

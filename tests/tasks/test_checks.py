@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import django
 import pytest
@@ -19,6 +17,7 @@ from tests.helpers import (
     REPO_ROOT,
     database_settings,
 )
+from tests.processes import run_python
 from tests.tasks import tasks as tm
 from tests.tasks.helpers import BACKEND, finished
 
@@ -199,12 +198,8 @@ def test_import_without_the_tasks_framework_says_what_to_install():
         "try:\n    import django_thread.tasks\n"
         "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    result = run_python(code, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout
     assert output.startswith("ImproperlyConfigured")
     assert "pip install django-thread[tasks]" in output
