@@ -15,7 +15,7 @@ from django_thread.lifecycle import ensure_app_installed
 from django_thread.tasks.compat import task_enqueued
 from django_thread.tasks.options import PoolOptions
 from django_thread.tasks.results import ResultStore, _update
-from django_thread.tasks.running import _Job
+from django_thread.tasks.running import _Job, _run_job
 from django_thread.tasks.scheduler import TaskQueue
 
 logger = logging.getLogger("django_thread")
@@ -59,9 +59,22 @@ class Pool:
                 raise RuntimeError(f"The task backend {self.alias!r} is shut down.")
             queue = self._queues.get(name)
             if queue is None:
-                queue = TaskQueue(self, name, self.options.workers_for(name))
+                queue = TaskQueue(
+                    self.alias,
+                    name,
+                    self.options.workers_for(name),
+                    self._run,
+                    self.options.persistent_connections,
+                )
                 self._queues[name] = queue
             return queue
+
+    def _run(self, job: _Job, worker_id: str) -> None:
+        """Run one task on a worker of one of this pool's queues.
+
+        The store is read at each call: a forked child replaces it.
+        """
+        _run_job(self.sender, job, worker_id, self.results)
 
     def shutdown(
         self,

@@ -9,17 +9,14 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from django_thread.tasks.results import new_id
-from django_thread.tasks.running import _Job, _run_job
+from django_thread.tasks.running import _Job
 from django_thread.workers import start_worker
-
-if TYPE_CHECKING:
-    from django_thread.tasks.pools import Pool
 
 logger = logging.getLogger("django_thread")
 
@@ -44,12 +41,26 @@ class TaskQueue:
     :meth:`Pool.shutdown`. Workers belong to a generation: retiring them
     (:meth:`retire_workers`) starts a new one, and the old workers exit
     once their current task is done.
+
+    The queue knows nothing of its pool: ``run(job, worker_id)`` runs one
+    task (the pool's, which reads the pool's current result store),
+    ``backend`` names the backend alias in thread names and messages, and
+    ``persistent_connections`` is handed to each worker (None: the setting).
     """
 
-    def __init__(self, pool: Pool, name: str, max_workers: int) -> None:
-        self.pool = pool
+    def __init__(
+        self,
+        backend: str,
+        name: str,
+        max_workers: int,
+        run: Callable[[_Job, str], None],
+        persistent_connections: bool | None,
+    ) -> None:
+        self.backend = backend
         self.name = name
         self.max_workers = max_workers
+        self._run = run
+        self._persistent_connections = persistent_connections
         self._lock = threading.Lock()
         #: One token per idle worker that was told to look at the heaps.
         self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -69,7 +80,7 @@ class TaskQueue:
         with self._lock:
             if self._closing:
                 raise RuntimeError(
-                    f"The task queue {self.name!r} of backend {self.pool.alias!r} "
+                    f"The task queue {self.name!r} of backend {self.backend!r} "
                     "is shut down."
                 )
             arrival = next(self._arrivals)
@@ -106,11 +117,11 @@ class TaskQueue:
     def _start_worker(self) -> None:
         worker_id = new_id()
         thread = start_worker(
-            f"django_thread.tasks[{self.pool.alias}/{self.name}]-{len(self._threads)}",
+            f"django_thread.tasks[{self.backend}/{self.name}]-{len(self._threads)}",
             self._work,
             (worker_id, self._generation),
             logger,
-            self.pool.options.persistent_connections,
+            self._persistent_connections,
         )
         self._threads.append(thread)
         logger.debug("Started task worker %s as %s", worker_id, thread.name)
@@ -170,9 +181,7 @@ class TaskQueue:
                 return
             # A fresh context per task, as a worker process would have:
             # nothing leaks from the caller or from the previous task.
-            contextvars.Context().run(
-                _run_job, self.pool.sender, job, worker_id, self.pool.results
-            )
+            contextvars.Context().run(self._run, job, worker_id)
             del job
 
     def retire_workers(self) -> list[threading.Thread]:
