@@ -14,9 +14,9 @@ from django_thread import dispatch, registry
 from django_thread.lifecycle import ensure_app_installed
 from django_thread.tasks.compat import task_enqueued
 from django_thread.tasks.options import PoolOptions
+from django_thread.tasks.queues import TaskQueue
 from django_thread.tasks.results import ResultStore, _update
 from django_thread.tasks.running import _Job, _run_job
-from django_thread.tasks.scheduler import TaskQueue
 
 logger = logging.getLogger("django_thread")
 
