@@ -138,8 +138,6 @@ class Pool:
         taken, and nothing is logged: see the rule in
         :mod:`django_thread.registry`.
         """
-        global _pools_lock
-        _pools_lock = threading.Lock()  # the module's too; re-creating it is cheap
         self._lock = threading.Lock()
         for queue in self._queues.values():
             queue.after_fork_in_child()
@@ -148,6 +146,13 @@ class Pool:
 
 _pools: dict[str, Pool] = {}
 _pools_lock = threading.Lock()
+
+
+@registry.reset_in_forked_child
+def _new_pools_lock() -> None:
+    """In a forked child: a parent thread may have held the lock at the fork."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
 
 
 def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Pool:
