@@ -282,6 +282,7 @@ def test_a_forked_child_replaces_module_locks_even_before_any_pool_exists():
     locks = [
         ("django_thread.tasks.pools", "_pools_lock"),
         ("django_thread.tasks.durable_engine", "_engines_lock"),
+        ("django_thread.async_calls", "_pool_lock"),
     ]
     reports = run_script("default", MODULE_LOCKS.replace("{LOCKS!r}", repr(locks)))
     assert reports["child_exit"] == 0
