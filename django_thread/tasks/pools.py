@@ -15,8 +15,8 @@ from django_thread.lifecycle import ensure_app_installed
 from django_thread.tasks.compat import task_enqueued
 from django_thread.tasks.options import PoolOptions
 from django_thread.tasks.queues import TaskQueue
-from django_thread.tasks.results import ResultStore, _update
-from django_thread.tasks.running import _Job, _run_job
+from django_thread.tasks.results import ResultStore, update_result
+from django_thread.tasks.running import Job, run_job
 
 logger = logging.getLogger("django_thread")
 
@@ -37,12 +37,12 @@ class Pool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: Job) -> None:
         """Publish the task as enqueued, tell receivers, and queue it."""
         if registry.exiting():
             raise RuntimeError("cannot enqueue tasks after interpreter shutdown")
         result = job.result
-        _update(result, enqueued_at=timezone.now())
+        update_result(result, enqueued_at=timezone.now())
         self.results.publish(result)
         try:
             dispatch.send(task_enqueued, self.sender, task_result=result)
@@ -69,12 +69,12 @@ class Pool:
                 self._queues[name] = queue
             return queue
 
-    def _run(self, job: _Job, worker_id: str) -> None:
+    def _run(self, job: Job, worker_id: str) -> None:
         """Run one task on a worker of one of this pool's queues.
 
         The store is read at each call: a forked child replaces it.
         """
-        _run_job(self.sender, job, worker_id, self.results)
+        run_job(self.sender, job, worker_id, self.results)
 
     def shutdown(
         self,

@@ -15,7 +15,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from django_thread.tasks.results import new_id
-from django_thread.tasks.running import _Job
+from django_thread.tasks.running import Job
 from django_thread.workers import start_worker
 
 logger = logging.getLogger("django_thread")
@@ -53,7 +53,7 @@ class TaskQueue:
         backend: str,
         name: str,
         max_workers: int,
-        run: Callable[[_Job, str], None],
+        run: Callable[[Job, str], None],
         persistent_connections: bool | None,
     ) -> None:
         self.backend = backend
@@ -66,8 +66,8 @@ class TaskQueue:
         self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         #: Idle workers waiting on ``_wakeups`` that no token was put for yet.
         self._idle = 0
-        self._ready: list[tuple[int, int, _Job]] = []
-        self._deferred: list[tuple[datetime, int, _Job]] = []
+        self._ready: list[tuple[int, int, Job]] = []
+        self._deferred: list[tuple[datetime, int, Job]] = []
         self._arrivals = itertools.count()
         self._threads: list[threading.Thread] = []
         #: Workers of earlier generations that may still be finishing a task.
@@ -75,7 +75,7 @@ class TaskQueue:
         self._generation = 0
         self._closing = False
 
-    def put(self, job: _Job) -> None:
+    def put(self, job: Job) -> None:
         task = job.result.task
         with self._lock:
             if self._closing:
@@ -126,7 +126,7 @@ class TaskQueue:
         self._threads.append(thread)
         logger.debug("Started task worker %s as %s", worker_id, thread.name)
 
-    def _next_job(self, generation: int) -> _Job | None:
+    def _next_job(self, generation: int) -> Job | None:
         """The next task to run, or None when this worker should exit.
 
         It should exit when the queue is closing and drained, or when its
@@ -197,7 +197,7 @@ class TaskQueue:
                 self._start_worker()
         return retired
 
-    def after_fork_in_child(self) -> list[_Job]:
+    def after_fork_in_child(self) -> list[Job]:
         """Forget the parent's workers and waiting tasks; return those tasks.
 
         The lock and the wake-up queue are re-created: a parent thread may
@@ -214,7 +214,7 @@ class TaskQueue:
         self._generation += 1
         return dropped
 
-    def close(self, cancel: bool) -> list[_Job]:
+    def close(self, cancel: bool) -> list[Job]:
         """Stop taking tasks; return the ones that will now never run."""
         with self._lock:
             self._closing = True
