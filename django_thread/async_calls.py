@@ -28,6 +28,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from asgiref.sync import sync_to_async as asgiref_sync_to_async
 
+from django_thread import registry
 from django_thread.executor import ThreadPoolExecutor
 
 __all__ = ["sync_to_async", "to_thread"]
@@ -37,6 +38,13 @@ _R = TypeVar("_R")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+
+
+@registry.reset_in_forked_child
+def _new_pool_lock() -> None:
+    """In a forked child: every call takes the lock, so a parent thread may hold it."""
+    global _pool_lock
+    _pool_lock = threading.Lock()
 
 
 def shared_pool() -> ThreadPoolExecutor:

@@ -23,8 +23,9 @@ reach each of them, wherever it was created:
   that destroy databases while pools are still alive: the workers exit, the
   pools stay usable.
 
-**The rule for code that runs in a forked child** (``_fork_child`` and
-every ``_after_fork_in_child``, :mod:`django_thread.forking`): it never
+**The rule for code that runs in a forked child** (``_fork_child``, every
+``_after_fork_in_child``, every module's :func:`reset_in_forked_child`
+hook, :mod:`django_thread.forking`): it never
 acquires a lock that another thread may have held at the fork. That thread
 does not exist in the child, so such a lock is never released there, and
 the child hangs, with its parent waiting for it. Such locks are everywhere:
@@ -59,7 +60,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
 from django_thread import forking, internals
@@ -116,6 +117,22 @@ def manage(*, stopped: Iterable[str], drained: Iterable[str]) -> None:
     global _stopped_paths, _drained_paths
     _stopped_paths = tuple(stopped)
     _drained_paths = tuple(drained)
+
+
+#: Functions that re-create module-level state in a forked child.
+_module_resets: list[Callable[[], None]] = []
+
+
+def reset_in_forked_child(reset: Callable[[], None]) -> Callable[[], None]:
+    """Have ``reset`` run in every forked child, before the pools' own hooks.
+
+    For a module's own locks, which a parent thread may hold at the fork
+    whether or not any of the module's objects exist: the module calls it
+    once, at import, with a function that replaces them (see the rule
+    above). Returns ``reset``, so that it serves as a decorator.
+    """
+    _module_resets.append(reset)
+    return reset
 
 
 def register(owner: Any) -> None:
@@ -309,15 +326,16 @@ def release_connections(timeout: float = 10.0) -> bool:
     return released
 
 
-#: Pools whose reset failed in a forked child, with the error: logged only
+#: Pools and module resets that failed in a forked child, with the error
+#: (the pool's repr, the reset's dotted name): logged only
 #: once the at-fork hook is over (see the rule above).
 _fork_failures: list[tuple[str, BaseException]] = []
 
 
 def _log_fork_failures() -> None:
     while _fork_failures:
-        pool, error = _fork_failures.pop()
-        logger.error("Resetting %s in a forked child failed", pool, exc_info=error)
+        what, error = _fork_failures.pop()
+        logger.error("Resetting %s in a forked child failed", what, exc_info=error)
 
 
 def _fork_prepare() -> None:
@@ -331,7 +349,7 @@ def _fork_parent() -> None:
 
 
 def _fork_child() -> None:
-    """Replace the registry's lock and event, then let every pool start afresh.
+    """Replace the registry's lock and event and the modules' locks; new pools.
 
     Follows the rule in this module's docstring: nothing here may lock.
     """
@@ -350,6 +368,11 @@ def _fork_child() -> None:
             if thread is not current:
                 _owners.discard(thread)
     _workers.clear()
+    for reset in _module_resets:
+        try:
+            reset()
+        except Exception as error:
+            _fork_failures.append((f"{reset.__module__}.{reset.__qualname__}", error))
     for group in _by_class(_drained_paths):
         for pool in group:
             try:

@@ -57,6 +57,7 @@ from django_thread.internals import (
     lend_connection,
     only_testcase_atomic_blocks,
     testcase_atomic_blocks,
+    wrap_connection_methods,
     wrap_transaction_stacks,
 )
 
@@ -259,43 +260,19 @@ def _guard_lent_connection(connection: Any, lent: _Lending) -> None:
     ``close()`` and ``close_if_unusable_or_obsolete()`` from other threads
     are ignored: job code running the usual ``close_old_connections()``
     recipe would close the test's connection. Everything is set on the
-    instance, as ``TestCase`` sets its guards against disallowed databases,
-    and put back exactly as it was. Checked on Django 5.2, 6.0 and 6.1.
+    instance and put back exactly as it was, through the two helpers of
+    :mod:`django_thread.internals` that know the wrapper's insides.
     """
-    for name in ("cursor", "chunked_cursor"):
-        _replace(
-            connection, name, _one_cursor_per_step(getattr(connection, name)), lent
-        )
-    for name in ("close", "close_if_unusable_or_obsolete"):
-        _replace(connection, name, _only_in_thread(getattr(connection, name)), lent)
     lent.undo.callback(wrap_transaction_stacks(connection, _StepTakingList))
-    # connect() starts the stacks afresh: wrap the new ones.
-    _replace(
-        connection,
-        "connect",
-        _wrapping_stacks(connection.connect, connection),
-        lent,
+    lent.undo.callback(
+        wrap_connection_methods(
+            connection,
+            cursors=_one_cursor_per_step,
+            closes=_only_in_thread,
+            # connect() starts the stacks afresh: wrap the new ones.
+            after_connect=lambda: wrap_transaction_stacks(connection, _StepTakingList),
+        )
     )
-
-
-def _replace(connection: Any, name: str, replacement: Any, lent: _Lending) -> None:
-    missing = object()
-    before = vars(connection).get(name, missing)
-    setattr(connection, name, replacement)
-    if before is missing:
-        lent.undo.callback(vars(connection).pop, name, None)
-    else:
-        lent.undo.callback(setattr, connection, name, before)
-
-
-def _wrapping_stacks(
-    connect: Callable[[], None], connection: Any
-) -> Callable[[], None]:
-    def connect_and_wrap() -> None:
-        connect()
-        wrap_transaction_stacks(connection, _StepTakingList)
-
-    return connect_and_wrap
 
 
 def _only_in_thread(method: Callable[[], None]) -> Callable[[], None]:

@@ -234,3 +234,57 @@ def test_forked_child_gets_new_asgi_request_threads_and_leaves_the_parents_alone
     assert reports["parent_after"] == reports["parent_warm"]
     if alias != "default":
         wait_for(lambda: server_connection_count(alias) == 0, "sessions to end")
+
+
+MODULE_LOCKS = """
+import importlib, time
+from testproject.jobs.tasks import record
+
+# A parent thread holds each module's lock at the fork, before any pool or
+# engine exists, as one creating the first of them would.
+locks = {LOCKS!r}
+modules = {path: importlib.import_module(path) for path, _ in locks}
+held, gate = threading.Event(), threading.Event()
+
+def hold_them():
+    for path, name in locks:
+        getattr(modules[path], name).acquire()
+    held.set()
+    gate.wait(30)
+
+threading.Thread(target=hold_them, daemon=True).start()
+held.wait(10)
+child = os.fork()
+if child == 0:
+    free = {
+        f"{path}.{name}": getattr(modules[path], name).acquire(timeout=2)
+        for path, name in locks
+    }
+    report(child_free=free)
+    for path, name in locks:
+        getattr(modules[path], name).release()
+    result = record.enqueue("child")  # creates the pool, under its lock
+    deadline = time.monotonic() + 10
+    while not result.is_finished and time.monotonic() < deadline:
+        time.sleep(0.005)
+        result.refresh()
+    report(child_task=result.status)
+    os._exit(0)
+_, status = os.waitpid(child, 0)
+report(child_exit=os.waitstatus_to_exitcode(status))
+gate.set()
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forked_child_replaces_module_locks_even_before_any_pool_exists():
+    """The modules' own locks are re-created in the child, pool or no pool."""
+    locks = [
+        ("django_thread.tasks.pools", "_pools_lock"),
+        ("django_thread.tasks.durable_engine", "_engines_lock"),
+        ("django_thread.async_calls", "_pool_lock"),
+    ]
+    reports = run_script("default", MODULE_LOCKS.replace("{LOCKS!r}", repr(locks)))
+    assert reports["child_exit"] == 0
+    assert reports["child_free"] == {f"{path}.{name}": True for path, name in locks}
+    assert reports["child_task"] == "SUCCESSFUL"

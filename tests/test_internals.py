@@ -320,6 +320,77 @@ def test_wrap_transaction_stacks_sees_every_push_and_pop_of_atomic(alias):
     ] * 2 + ["pop"]
 
 
+_WRAPPED_METHODS = {
+    "cursor",
+    "chunked_cursor",
+    "close",
+    "close_if_unusable_or_obsolete",
+    "connect",
+}
+
+
+def test_wrap_connection_methods_sees_every_cursor_close_and_connect(alias):
+    calls: list[str] = []
+
+    def cursors(make: Callable[..., Any]) -> Callable[..., Any]:
+        def cursor(*args: Any, **kwargs: Any) -> Any:
+            calls.append(make.__name__)
+            return make(*args, **kwargs)
+
+        return cursor
+
+    def closes(close: Callable[[], None]) -> Callable[[], None]:
+        def closing() -> None:
+            calls.append(close.__name__)
+            close()
+
+        return closing
+
+    def body():
+        from django.db import close_old_connections
+
+        connection = connections[alias]
+        # One method already set on the instance, as TestCase sets its guards.
+        own = connection.close_if_unusable_or_obsolete
+        connection.close_if_unusable_or_obsolete = own
+        undo = internals.wrap_connection_methods(
+            connection,
+            cursors=cursors,
+            closes=closes,
+            after_connect=lambda: calls.append("connected"),
+        )
+        seen = {}
+        connection.ensure_connection()
+        seen["connect"], calls[:] = list(calls), []
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        seen["cursor"], calls[:] = list(calls), []
+        list(Record.objects.using(alias).iterator())
+        seen["iterator"], calls[:] = list(calls), []
+        close_old_connections()  # close_if_unusable_or_obsolete()
+        connection.close()
+        seen["close"], calls[:] = list(calls), []
+        undo()
+        left = {
+            name: vars(connection)[name]
+            for name in vars(connection)
+            if name in _WRAPPED_METHODS
+        }
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return seen, calls, left == {"close_if_unusable_or_obsolete": own}
+
+    seen, after_undo, restored = in_a_new_thread(body)
+    # Connecting may make cursors (PostgreSQL sets the time zone with one).
+    assert seen["connect"][-1:] == ["connected"]
+    assert seen["cursor"] == ["cursor"]
+    # iterator() asks for a chunked cursor, which may be a plain one.
+    assert seen["iterator"][0] == "chunked_cursor"
+    assert seen["close"] == ["close_if_unusable_or_obsolete", "close", "close"]
+    # The undo put back exactly what the instance had.
+    assert after_undo == [] and restored
+
+
 def test_only_testcase_atomic_blocks_tells_the_tests_blocks_from_the_codes(
     django_db_blocker,
 ):

@@ -31,12 +31,12 @@ from django_thread.tasks.options import (
 )
 from django_thread.tasks.pools import Pool, existing_pool, pool_for
 from django_thread.tasks.results import (
-    _update,
     are_json_scalars,
     copy_result,
     new_id,
+    update_result,
 )
-from django_thread.tasks.running import _Job
+from django_thread.tasks.running import Job
 from django_thread.thread_connections import atomic_block_open
 
 
@@ -110,10 +110,10 @@ class ThreadPoolBackend(BaseTaskBackend):
                 {"args": result.args, "kwargs": result.kwargs}, allow_nan=False
             )
             arguments = json.loads(payload)
-            _update(result, args=arguments["args"], kwargs=arguments["kwargs"])
+            update_result(result, args=arguments["args"], kwargs=arguments["kwargs"])
         pool = self._pool()
         returned = copy_result(result, errors=[], worker_ids=[])
-        job = _Job(result, payload)
+        job = Job(result, payload)
         database = pool.options.database
         # atomic_block_open(), not on_commit() alone: outside a transaction
         # on_commit() would open a connection in the caller just to learn
@@ -132,7 +132,7 @@ class ThreadPoolBackend(BaseTaskBackend):
             )
         else:
             pool.submit(job)
-            _update(returned, enqueued_at=result.enqueued_at)
+            update_result(returned, enqueued_at=result.enqueued_at)
         return returned
 
     def get_result(self, result_id: str) -> TaskResult[Any, Any]:

@@ -276,8 +276,6 @@ class Engine:
         No lock of the parent is taken: each is replaced. Threads start
         again on the child's first enqueue or request.
         """
-        global _engines_lock
-        _engines_lock = threading.Lock()
         self._generation += 1
         self._fresh_state()
 
@@ -682,6 +680,13 @@ class Engine:
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+
+
+@registry.reset_in_forked_child
+def _new_engines_lock() -> None:
+    """In a forked child: a parent thread may have held the lock at the fork."""
+    global _engines_lock
+    _engines_lock = threading.Lock()
 
 
 def engine_for(

@@ -14,9 +14,9 @@ from django_thread import dispatch, registry
 from django_thread.lifecycle import ensure_app_installed
 from django_thread.tasks.compat import task_enqueued
 from django_thread.tasks.options import PoolOptions
-from django_thread.tasks.results import ResultStore, _update
-from django_thread.tasks.running import _Job
-from django_thread.tasks.scheduler import TaskQueue
+from django_thread.tasks.queues import TaskQueue
+from django_thread.tasks.results import ResultStore, update_result
+from django_thread.tasks.running import Job, run_job
 
 logger = logging.getLogger("django_thread")
 
@@ -37,12 +37,12 @@ class Pool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: Job) -> None:
         """Publish the task as enqueued, tell receivers, and queue it."""
         if registry.exiting():
             raise RuntimeError("cannot enqueue tasks after interpreter shutdown")
         result = job.result
-        _update(result, enqueued_at=timezone.now())
+        update_result(result, enqueued_at=timezone.now())
         self.results.publish(result)
         try:
             dispatch.send(task_enqueued, self.sender, task_result=result)
@@ -59,9 +59,22 @@ class Pool:
                 raise RuntimeError(f"The task backend {self.alias!r} is shut down.")
             queue = self._queues.get(name)
             if queue is None:
-                queue = TaskQueue(self, name, self.options.workers_for(name))
+                queue = TaskQueue(
+                    self.alias,
+                    name,
+                    self.options.workers_for(name),
+                    self._run,
+                    self.options.persistent_connections,
+                )
                 self._queues[name] = queue
             return queue
+
+    def _run(self, job: Job, worker_id: str) -> None:
+        """Run one task on a worker of one of this pool's queues.
+
+        The store is read at each call: a forked child replaces it.
+        """
+        run_job(self.sender, job, worker_id, self.results)
 
     def shutdown(
         self,
@@ -125,8 +138,6 @@ class Pool:
         taken, and nothing is logged: see the rule in
         :mod:`django_thread.registry`.
         """
-        global _pools_lock
-        _pools_lock = threading.Lock()  # the module's too; re-creating it is cheap
         self._lock = threading.Lock()
         for queue in self._queues.values():
             queue.after_fork_in_child()
@@ -135,6 +146,13 @@ class Pool:
 
 _pools: dict[str, Pool] = {}
 _pools_lock = threading.Lock()
+
+
+@registry.reset_in_forked_child
+def _new_pools_lock() -> None:
+    """In a forked child: a parent thread may have held the lock at the fork."""
+    global _pools_lock
+    _pools_lock = threading.Lock()
 
 
 def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Pool:

@@ -87,7 +87,7 @@ def copy_result(result: TaskResult[Any, Any], **changes: Any) -> TaskResult[Any,
     return copy_task_result(result, **changes)  # type: ignore[no-any-return]
 
 
-def _update(result: TaskResult[Any, Any], **changes: Any) -> None:
+def update_result(result: TaskResult[Any, Any], **changes: Any) -> None:
     """Write to a frozen ``TaskResult``, as the framework's own backends do.
 
     Only for a result nobody else has seen yet: once published, a result

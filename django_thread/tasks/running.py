@@ -25,7 +25,7 @@ from django_thread.tasks.results import ResultStore, copy_result, through_json
 logger = logging.getLogger("django_thread")
 
 
-class _Job:
+class Job:
     """One enqueued task: its latest result, and its arguments as JSON.
 
     ``payload`` is None when the arguments are JSON scalars, which the
@@ -75,7 +75,7 @@ def _failed(result: TaskResult[Any, Any], exc: BaseException) -> TaskResult[Any,
     )
 
 
-def _call_task(sender: Any, job: _Job) -> bool:
+def _call_task(sender: Any, job: Job) -> bool:
     """Run the task and record its final state in ``job``; True if it succeeded."""
     started = job.result
     task = started.task
@@ -115,7 +115,7 @@ def _call_task(sender: Any, job: _Job) -> bool:
     return True
 
 
-def _start_and_call(sender: Any, job: _Job, worker_id: str, store: ResultStore) -> None:
+def _start_and_call(sender: Any, job: Job, worker_id: str, store: ResultStore) -> None:
     """The body of a task's unit: publish it as running, then run it."""
     now = timezone.now()
     started = copy_result(
@@ -132,7 +132,7 @@ def _start_and_call(sender: Any, job: _Job, worker_id: str, store: ResultStore) 
         raise _TaskFailed
 
 
-def _run_job(sender: Any, job: _Job, worker_id: str, store: ResultStore) -> None:
+def run_job(sender: Any, job: Job, worker_id: str, store: ResultStore) -> None:
     """One task, as one unit of work; its final state is published after it.
 
     Publishing only once the unit's cleanup is done means that a caller who

@@ -9,17 +9,14 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
 from django_thread.tasks.results import new_id
-from django_thread.tasks.running import _Job, _run_job
+from django_thread.tasks.running import Job
 from django_thread.workers import start_worker
-
-if TYPE_CHECKING:
-    from django_thread.tasks.pools import Pool
 
 logger = logging.getLogger("django_thread")
 
@@ -44,19 +41,33 @@ class TaskQueue:
     :meth:`Pool.shutdown`. Workers belong to a generation: retiring them
     (:meth:`retire_workers`) starts a new one, and the old workers exit
     once their current task is done.
+
+    The queue knows nothing of its pool: ``run(job, worker_id)`` runs one
+    task (the pool's, which reads the pool's current result store),
+    ``backend`` names the backend alias in thread names and messages, and
+    ``persistent_connections`` is handed to each worker (None: the setting).
     """
 
-    def __init__(self, pool: Pool, name: str, max_workers: int) -> None:
-        self.pool = pool
+    def __init__(
+        self,
+        backend: str,
+        name: str,
+        max_workers: int,
+        run: Callable[[Job, str], None],
+        persistent_connections: bool | None,
+    ) -> None:
+        self.backend = backend
         self.name = name
         self.max_workers = max_workers
+        self._run = run
+        self._persistent_connections = persistent_connections
         self._lock = threading.Lock()
         #: One token per idle worker that was told to look at the heaps.
         self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
         #: Idle workers waiting on ``_wakeups`` that no token was put for yet.
         self._idle = 0
-        self._ready: list[tuple[int, int, _Job]] = []
-        self._deferred: list[tuple[datetime, int, _Job]] = []
+        self._ready: list[tuple[int, int, Job]] = []
+        self._deferred: list[tuple[datetime, int, Job]] = []
         self._arrivals = itertools.count()
         self._threads: list[threading.Thread] = []
         #: Workers of earlier generations that may still be finishing a task.
@@ -64,12 +75,12 @@ class TaskQueue:
         self._generation = 0
         self._closing = False
 
-    def put(self, job: _Job) -> None:
+    def put(self, job: Job) -> None:
         task = job.result.task
         with self._lock:
             if self._closing:
                 raise RuntimeError(
-                    f"The task queue {self.name!r} of backend {self.pool.alias!r} "
+                    f"The task queue {self.name!r} of backend {self.backend!r} "
                     "is shut down."
                 )
             arrival = next(self._arrivals)
@@ -106,16 +117,16 @@ class TaskQueue:
     def _start_worker(self) -> None:
         worker_id = new_id()
         thread = start_worker(
-            f"django_thread.tasks[{self.pool.alias}/{self.name}]-{len(self._threads)}",
+            f"django_thread.tasks[{self.backend}/{self.name}]-{len(self._threads)}",
             self._work,
             (worker_id, self._generation),
             logger,
-            self.pool.options.persistent_connections,
+            self._persistent_connections,
         )
         self._threads.append(thread)
         logger.debug("Started task worker %s as %s", worker_id, thread.name)
 
-    def _next_job(self, generation: int) -> _Job | None:
+    def _next_job(self, generation: int) -> Job | None:
         """The next task to run, or None when this worker should exit.
 
         It should exit when the queue is closing and drained, or when its
@@ -170,9 +181,7 @@ class TaskQueue:
                 return
             # A fresh context per task, as a worker process would have:
             # nothing leaks from the caller or from the previous task.
-            contextvars.Context().run(
-                _run_job, self.pool.sender, job, worker_id, self.pool.results
-            )
+            contextvars.Context().run(self._run, job, worker_id)
             del job
 
     def retire_workers(self) -> list[threading.Thread]:
@@ -188,7 +197,7 @@ class TaskQueue:
                 self._start_worker()
         return retired
 
-    def after_fork_in_child(self) -> list[_Job]:
+    def after_fork_in_child(self) -> list[Job]:
         """Forget the parent's workers and waiting tasks; return those tasks.
 
         The lock and the wake-up queue are re-created: a parent thread may
@@ -205,7 +214,7 @@ class TaskQueue:
         self._generation += 1
         return dropped
 
-    def close(self, cancel: bool) -> list[_Job]:
+    def close(self, cancel: bool) -> list[Job]:
         """Stop taking tasks; return the ones that will now never run."""
         with self._lock:
             self._closing = True
