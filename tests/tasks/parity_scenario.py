@@ -1,10 +1,14 @@
 """One scenario of tasks, run through any Tasks backend, summarised comparably.
 
-The parity test runs it in-process through ``ThreadPoolBackend`` and, in a
-subprocess started as ``python -m tests.tasks.parity_scenario DB_PATH``, through
-django-tasks-db's ``DatabaseBackend`` and its ``db_worker`` command on a
-fresh SQLite database. Both must summarise to the same thing: task code that
-works on the thread pool keeps working on a distributed backend.
+The parity test runs it in-process through ``ThreadPoolBackend`` and, in
+fresh interpreters that call this module's functions, through two
+distributed backends with their own workers: django-tasks-db's
+``DatabaseBackend`` and its ``db_worker`` command on a fresh SQLite database
+(:func:`main`), and django-tasks-rq's ``RQBackend`` with django-rq's
+``rqworker --burst`` on a Redis database of its own (:func:`rq_enqueue`,
+:func:`rq_work`, :func:`rq_summarize`, each a process of its own). Only the
+settings differ: task code that works on the thread pool keeps working on a
+distributed backend, and the summaries say so.
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ def run_scenario() -> dict[str, str]:
     }
 
 
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` is exactly what a JSON round trip gives back.
+
+    The summaries travel as JSON, which would turn a tuple into a list and an
+    ``int`` key into a string: this keeps that difference visible.
+    """
+    try:
+        return bool(value == json.loads(json.dumps(value)))
+    except (TypeError, ValueError):
+        return False
+
+
 def summarize(result: Any) -> dict[str, Any]:
     """What task code can observe of a result, minus ids, times and workers."""
     summary: dict[str, Any] = {
@@ -58,6 +74,7 @@ def summarize(result: Any) -> dict[str, Any]:
                 "knows_its_workers": value["worker_ids"] == result.worker_ids,
             }
         summary["return_value"] = value
+        summary["return_value_is_json"] = _is_json(value)
     return summary
 
 
@@ -68,7 +85,8 @@ def summarize_all(ids: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {label: summarize(backend.get_result(ids[label])) for label in ids}
 
 
-def _configure_for_database_backend(db_path: str) -> None:
+def _configure(db_path: str, apps: list[str], **options: Any) -> None:
+    """Django on a SQLite file every process of a leg shares, plus ``options``."""
     import django
     from django.conf import settings
 
@@ -77,7 +95,7 @@ def _configure_for_database_backend(db_path: str) -> None:
         "django.contrib.auth",
         "django_thread",
         "testproject.jobs",
-        "django_tasks_db",
+        *apps,
     ]
     if django.VERSION < (6, 0):
         installed.append("django_tasks")
@@ -86,15 +104,25 @@ def _configure_for_database_backend(db_path: str) -> None:
         DATABASES={
             "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}
         },
-        TASKS={"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}},
         USE_TZ=True,
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        **options,
     )
     django.setup()
 
 
+def _print(marker: str, value: Any) -> None:
+    # repr() for what JSON refuses: a value RQ unpickled, summarised as it is.
+    sys.stdout.write(marker + json.dumps(value, default=repr) + "\n")
+
+
 def main(db_path: str) -> None:
-    _configure_for_database_backend(db_path)
+    """django-tasks-db: enqueue, run ``db_worker --batch``, print the summary."""
+    _configure(
+        db_path,
+        ["django_tasks_db"],
+        TASKS={"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}},
+    )
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -108,8 +136,43 @@ def main(db_path: str) -> None:
         reload=False,
         verbosity=0,
     )
-    sys.stdout.write(PARITY_MARKER + json.dumps(summarize_all(ids)) + "\n")
+    _print(PARITY_MARKER, summarize_all(ids))
 
 
-if __name__ == "__main__":
-    main(sys.argv[1])
+IDS_MARKER = "PARITY-IDS:"
+
+
+def _configure_for_rq(db_path: str, redis_url: str) -> None:
+    # The tasks' queue, "default", on the Redis database the test claimed.
+    _configure(
+        db_path,
+        ["django_rq", "django_tasks_rq"],
+        TASKS={"default": {"BACKEND": "django_tasks_rq.RQBackend"}},
+        RQ_QUEUES={"default": {"URL": redis_url}},
+    )
+
+
+def rq_enqueue(db_path: str, redis_url: str) -> None:
+    """RQ, first process: migrate, enqueue the scenario, print the result ids."""
+    _configure_for_rq(db_path, redis_url)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    _print(IDS_MARKER, run_scenario())
+
+
+def rq_work(db_path: str, redis_url: str) -> None:
+    """RQ, second process: django-rq's worker, until the queue is empty.
+
+    RQ's default worker forks a work horse for each job, as in production.
+    """
+    _configure_for_rq(db_path, redis_url)
+    from django.core.management import call_command
+
+    call_command("rqworker", "default", burst=True, job_class="django_tasks_rq.Job")
+
+
+def rq_summarize(db_path: str, redis_url: str, ids: dict[str, str]) -> None:
+    """RQ, third process: read every result back from Redis, print the summary."""
+    _configure_for_rq(db_path, redis_url)
+    _print(PARITY_MARKER, summarize_all(ids))
