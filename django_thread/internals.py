@@ -197,6 +197,22 @@ def wrap_connection_methods(
     return undo
 
 
+def after_cursor_close(cursor: Any, callback: Callable[[], object]) -> None:
+    """Run ``callback`` after this cursor wrapper's ``close()``, even if it raised."""
+    # Checked on Django 5.2, 6.0, 6.1: CursorWrapper.__exit__ closes through
+    # self.close(), which finds this instance attribute before the class's
+    # __getattr__ passes close() through to the driver's cursor.
+    close = cursor.close  # the driver's close, bound to its cursor
+
+    def close_then_callback() -> None:
+        try:
+            close()
+        finally:
+            callback()
+
+    cursor.close = close_then_callback
+
+
 def testcase_atomic_blocks(connection: BaseDatabaseWrapper) -> list[bool]:
     """For each open atomic() block, whether ``TestCase`` opened it itself."""
     # TestCase._enter_atomics sets Atomic._from_testcase; Django's own check

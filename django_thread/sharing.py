@@ -52,6 +52,7 @@ from typing import Any
 from django.db import connections
 
 from django_thread.internals import (
+    after_cursor_close,
     forget_connection,
     initialized_connections,
     lend_connection,
@@ -298,15 +299,7 @@ def _one_cursor_per_step(make: Callable[..., Any]) -> Callable[..., Any]:
             raise
         # Given back on close(), or when a cursor nobody closed is collected.
         end = weakref.finalize(wrapper, _end_step, lent, threading.get_ident())
-        close = wrapper.close  # bound to the driver's cursor, not to wrapper
-
-        def close_and_end_step() -> None:
-            try:
-                close()
-            finally:
-                end()
-
-        wrapper.close = close_and_end_step
+        after_cursor_close(wrapper, end)
         return wrapper
 
     return cursor

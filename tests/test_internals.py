@@ -548,3 +548,26 @@ def test_live_receivers_leave_dead_and_async_receivers_to_django():
     assert internals.live_receivers(signal, None) is None
     assert internals.live_receivers(type("Sub", (Signal,), {})(), None) is None
     assert internals.live_receivers(signal, object()) is None  # not cacheable
+
+
+def test_after_cursor_close_runs_once_per_close_however_the_cursor_is_closed(alias):
+    def body():
+        connection = connections[alias]
+        closed: list[str] = []
+        with connection.cursor() as cursor:
+            internals.after_cursor_close(cursor, lambda: closed.append("with"))
+            cursor.execute("SELECT 1")
+        cursor = connection.cursor()
+        internals.after_cursor_close(cursor, lambda: closed.append("close"))
+        cursor.execute("SELECT 1")
+        cursor.close()
+        driver_closed = (
+            cursor.cursor.closed if hasattr(cursor.cursor, "closed") else None
+        )
+        connection.close()
+        return closed, driver_closed
+
+    closed, driver_closed = in_a_new_thread(body)
+    assert closed == ["with", "close"]
+    # The driver's cursor was really closed, where the driver can say so.
+    assert driver_closed in (True, None)
