@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,13 +49,25 @@ def unknown_name_hint(
     return f"Known {kind}: " + ", ".join(sorted(known_by_key.values())) + "."
 
 
+def setting_is_valid(name: str, value: Any) -> bool:
+    """The one rule for a setting's value, for the checks and for read_safely()."""
+    if name == "DJANGO_THREAD_STOP_TIMEOUT":
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value
+            and math.isfinite(value)
+        )
+    return isinstance(value, bool)
+
+
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     from django_thread.conf import settings
 
     errors = []
     for name, check_id in BOOLEAN_SETTINGS.items():
         value = getattr(settings, name)
-        if not isinstance(value, bool):
+        if not setting_is_valid(name, value):
             errors.append(
                 Error(
                     f"{name} must be a bool, not {type(value).__name__} ({value!r}).",
@@ -62,11 +76,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     timeout = settings.DJANGO_THREAD_STOP_TIMEOUT
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not (0 <= timeout < float("inf"))
-    ):
+    if not setting_is_valid("DJANGO_THREAD_STOP_TIMEOUT", timeout):
         errors.append(
             Error(
                 "DJANGO_THREAD_STOP_TIMEOUT must be a number of seconds, zero "
@@ -87,6 +97,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 )
             )
     return errors
+
+
+logger = logging.getLogger("django_thread")
+#: Settings whose bad value was logged already: once per process is enough.
+_reported: set[str] = set()
+
+
+def read_safely(name: str) -> Any:
+    """Setting ``name``; its default, with one WARNING, if its value is bad.
+
+    Checks do not run in a plain script, a gunicorn worker or a Celery
+    worker. Where a bad value would then cost work (interpreter exit, a
+    fork, a worker's start), the setting is read through here.
+    """
+    from django_thread.conf import DjangoThreadConf, settings
+
+    value = getattr(settings, name)
+    if setting_is_valid(name, value):
+        return value
+    default = DjangoThreadConf._meta.defaults[name]
+    if name not in _reported:
+        _reported.add(name)
+        logger.warning(
+            "%s is %r, which is not valid (%s, see manage.py check); using "
+            "the default, %r.",
+            name,
+            value,
+            BOOLEAN_SETTINGS.get(name, STOP_TIMEOUT),
+            default,
+        )
+    return default
 
 
 #: The Tasks framework's own check of every configured backend, which runs

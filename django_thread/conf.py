@@ -6,16 +6,13 @@ be configured at import time. Values are validated by system checks
 (:mod:`django_thread.checks`), not here, because ``override_settings`` never
 re-runs appconf's ``configure_*`` methods.
 
-Checks do not run everywhere, though: a plain script, a gunicorn worker or
-a Celery worker never runs them. Where a bad value would then cost work
-(interpreter exit, a fork, a worker's start), the setting is read with
-:func:`read_safely`, which logs the bad value once and uses the default.
+Checks do not run everywhere, though: where a bad value would cost work
+and no check may have run, the setting is read with
+:func:`django_thread.checks.read_safely`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import Any
 
 from appconf import AppConf
@@ -51,45 +48,3 @@ class DjangoThreadConf(AppConf):
 
     class Meta:
         prefix = "django_thread"
-
-
-logger = logging.getLogger("django_thread")
-#: Settings whose bad value was logged already: once per process is enough.
-_reported: set[str] = set()
-
-
-def _is_valid(name: str, value: Any) -> bool:
-    """The rule :func:`django_thread.checks.check_settings` enforces."""
-    if name == "DJANGO_THREAD_STOP_TIMEOUT":
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and 0 <= value
-            and math.isfinite(value)
-        )
-    return isinstance(value, bool)
-
-
-def read_safely(name: str) -> Any:
-    """Setting ``name``; its default, with one WARNING, if its value is bad.
-
-    For paths where no system check stands between a bad value and lost
-    work (see the module docstring).
-    """
-    from django_thread.checks import BOOLEAN_SETTINGS, STOP_TIMEOUT
-
-    value = getattr(settings, name)
-    if _is_valid(name, value):
-        return value
-    default = DjangoThreadConf._meta.defaults[name]
-    if name not in _reported:
-        _reported.add(name)
-        logger.warning(
-            "%s is %r, which is not valid (%s, see manage.py check); using "
-            "the default, %r.",
-            name,
-            value,
-            BOOLEAN_SETTINGS.get(name, STOP_TIMEOUT),
-            default,
-        )
-    return default

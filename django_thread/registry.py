@@ -260,7 +260,7 @@ def shutdown_all() -> None:
     Nothing here may raise before the pools are drained: their workers are
     daemon threads, so the work still queued would be lost.
     """
-    from django_thread.conf import read_safely
+    from django_thread.checks import read_safely
 
     stop_timeout = read_safely("DJANGO_THREAD_STOP_TIMEOUT")
     cancel = read_safely("DJANGO_THREAD_CANCEL_AT_EXIT")

@@ -200,7 +200,7 @@ def persistent_connections_wanted(override: bool | None) -> bool:
     """``override`` when given, else ``DJANGO_THREAD_PERSISTENT_CONNECTIONS``."""
     if override is not None:
         return override
-    from django_thread.conf import read_safely
+    from django_thread.checks import read_safely
 
     return bool(read_safely("DJANGO_THREAD_PERSISTENT_CONNECTIONS"))
 

@@ -231,7 +231,7 @@ class Engine:
         if timeout is None:
             # At exit no system check guards the value: a bad one is logged
             # and the default used, never a crash that strands the tasks.
-            from django_thread.conf import read_safely
+            from django_thread.checks import read_safely
 
             timeout = float(read_safely("DJANGO_THREAD_STOP_TIMEOUT"))
         with self._lock:
