@@ -464,3 +464,78 @@ def test_a_bad_stop_timeout_at_exit_is_logged_and_the_running_task_finishes(alia
     task = json.loads(result.stdout.splitlines()[-1])["task"]
     row = DBTaskResult.objects.using(alias).get(id=task)
     assert row.status == "SUCCESSFUL", result.stderr
+
+
+NOT_MIGRATED = """
+import time
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.db import transaction
+from django_thread.tasks.durable import start_durable_workers
+from testproject.jobs.models import Record
+
+call_command("migrate", "jobs", verbosity=0)  # Record's table, not DURABLE's
+errors = []
+try:
+    durable_tasks.add.enqueue(1, 2)
+except ImproperlyConfigured as exc:
+    errors.append(str(exc))
+with transaction.atomic():
+    Record.objects.create(name="before", value=1)
+    try:
+        durable_tasks.add.enqueue(1, 2)
+    except ImproperlyConfigured as exc:
+        errors.append(str(exc))
+    Record.objects.create(name="after", value=2)  # the caller's transaction lives
+start_durable_workers()
+time.sleep(1.5)  # seven polls at POLL_INTERVAL 0.2 s, each failing
+call_command("migrate", verbosity=0)
+result = durable_tasks.add.enqueue(2, 3)
+deadline = time.monotonic() + 30
+while result.status != "SUCCESSFUL" and time.monotonic() < deadline:
+    time.sleep(0.05)
+    result.refresh()
+report(errors=errors, records=Record.objects.count(), status=str(result.status))
+"""
+
+
+@contextlib.contextmanager
+def unmigrated_database(alias: str, tmp_path: Any) -> Iterator[str]:
+    """A URL of an empty database on the alias's server (a file on SQLite)."""
+    from django.db import connections
+
+    connection = connections[alias]
+    if connection.vendor == "sqlite":
+        yield f"sqlite:///{tmp_path / 'unmigrated.sqlite3'}"
+        return
+    name = f"test_django_thread_unmigrated_{os.getpid()}"
+    quoted = connection.ops.quote_name(name)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {quoted}")
+    try:
+        current = connection.settings_dict["NAME"]
+        yield database_url(alias).replace(f"/{current}", f"/{name}", 1)
+    finally:
+        force = " WITH (FORCE)" if connection.vendor == "postgresql" else ""
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE {quoted}{force}")
+
+
+def test_not_migrated_is_said_once_clearly_and_nothing_runs_until_migrate(
+    alias, tmp_path
+):
+    """Before migrate: a clear enqueue error and one log line; after it, tasks run."""
+    with unmigrated_database(alias, tmp_path) as url:
+        prelude = PRELUDE.format(root=str(REPO_ROOT), url=url)
+        result = run_python(prelude + NOT_MIGRATED, timeout=90)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert len(outcome["errors"]) == 2, outcome
+    for error in outcome["errors"]:
+        assert "has no table django_tasks_database_dbtaskresult" in error
+        assert "Run manage.py migrate --database default" in error
+    assert outcome["records"] == 2  # the failed enqueue left the caller's alone
+    assert outcome["status"] == "SUCCESSFUL", result.stderr
+    said = [line for line in result.stderr.splitlines() if "no task runs here" in line]
+    assert len(said) == 1, result.stderr
+    assert "polling 'default' failed" not in result.stderr

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.backend import TaskResult as RowResult
 
@@ -35,7 +35,11 @@ from django_thread.tasks.compat import (
     normalize_json,
     task_enqueued,
 )
-from django_thread.tasks.durable_checks import durable_errors, wants_durable
+from django_thread.tasks.durable_checks import (
+    durable_errors,
+    raise_if_not_migrated,
+    wants_durable,
+)
 from django_thread.tasks.durable_engine import Engine, engine_for
 from django_thread.tasks.options import DEFAULT_OPTIONS, PoolOptions
 from django_thread.thread_connections import atomic_block_open
@@ -55,18 +59,22 @@ class DurableBackend(ThreadPoolBackend, DatabaseBackend):
         self.validate_task(task)
         engine = self.engine()
         database = engine.database
-        with transaction.atomic(using=database):
-            row = DBTaskResult.objects.using(database).create(
-                id=self._get_id(),
-                args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
-                priority=task.priority,
-                task_path=task.module_path,
-                queue_name=task.queue_name,
-                run_after=task.run_after,
-                backend_name=self.alias,
-            )
-            result = row.task_result
-            task_enqueued.send(type(self), task_result=result)
+        try:
+            with transaction.atomic(using=database):
+                row = DBTaskResult.objects.using(database).create(
+                    id=self._get_id(),
+                    args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
+                    priority=task.priority,
+                    task_path=task.module_path,
+                    queue_name=task.queue_name,
+                    run_after=task.run_after,
+                    backend_name=self.alias,
+                )
+                result = row.task_result
+                task_enqueued.send(type(self), task_result=result)
+        except DatabaseError as exc:
+            raise_if_not_migrated(self.alias, database, exc)
+            raise
         engine.ensure_started()
         # As ThreadPoolBackend.enqueue: outside a transaction, no on_commit().
         if atomic_block_open(database) and not sharing.only_test_transaction_open(

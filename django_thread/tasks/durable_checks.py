@@ -8,7 +8,8 @@ from typing import Any
 
 from django.apps import apps
 from django.core import checks
-from django.db import connections
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
 
 from django_thread.tasks.options import (
     DEFAULT_OPTIONS,
@@ -58,10 +59,6 @@ def check_durable_tables(
         return []
     if not apps.is_installed("django_tasks_db"):
         return []
-    from django_tasks_db.models import DBTaskResult
-
-    from django_thread.models import WorkerLease
-
     messages: list[checks.CheckMessage] = []
     for alias, params in getattr(settings, "TASKS", {}).items():
         options = params.get("OPTIONS") if isinstance(params, Mapping) else None
@@ -70,20 +67,53 @@ def check_durable_tables(
         database = {**DEFAULT_OPTIONS, **options}["DATABASE"]
         if database not in databases or database not in connections:
             continue
-        tables = set(connections[database].introspection.table_names())
-        missing = [
-            model._meta.db_table
-            for model in (DBTaskResult, WorkerLease)
-            if model._meta.db_table not in tables
-        ]
+        missing = missing_tables(database)
         if missing:
             messages.append(
                 checks.Warning(
-                    f"Task backend {alias!r} is DURABLE, but database "
-                    f"{database!r} has no table {', '.join(missing)}: every "
-                    "enqueue will fail.",
+                    not_migrated_message(alias, database, missing)
+                    + ": every enqueue will fail.",
                     hint=f"Run manage.py migrate --database {database}.",
                     id=W_DURABLE_NOT_MIGRATED,
                 )
             )
     return messages
+
+
+def missing_tables(database: str) -> list[str]:
+    """The tables DURABLE needs that ``database`` lacks: not migrated yet."""
+    from django_tasks_db.models import DBTaskResult
+
+    from django_thread.models import WorkerLease
+
+    tables = set(connections[database].introspection.table_names())
+    return [
+        model._meta.db_table
+        for model in (DBTaskResult, WorkerLease)
+        if model._meta.db_table not in tables
+    ]
+
+
+def not_migrated_message(alias: str, database: str, missing: list[str]) -> str:
+    return (
+        f"Task backend {alias!r} is DURABLE, but database {database!r} has no "
+        f"table {', '.join(missing)}"
+    )
+
+
+def raise_if_not_migrated(alias: str, database: str, error: Exception) -> None:
+    """After an enqueue's ``error``: say so clearly if the tables are missing.
+
+    Asked only once the enqueue failed, so it costs nothing on success. Its
+    savepoint (or transaction) is rolled back by then, so the connection
+    can still answer, unless it broke, and then the error stands.
+    """
+    try:
+        missing = missing_tables(database)
+    except DatabaseError:
+        return
+    if missing:
+        raise ImproperlyConfigured(
+            f"{not_migrated_message(alias, database, missing)}. Run manage.py "
+            f"migrate --database {database} ({W_DURABLE_NOT_MIGRATED})."
+        ) from error

@@ -68,7 +68,8 @@ from django_thread.tasks.compat import (
     task_finished,
     task_started,
 )
-from django_thread.tasks.options import PoolOptions
+from django_thread.tasks.durable_checks import missing_tables, not_migrated_message
+from django_thread.tasks.options import W_DURABLE_NOT_MIGRATED, PoolOptions
 from django_thread.tasks.results import through_json
 from django_thread.thread_connections import (
     atomic_block_open,
@@ -160,6 +161,8 @@ class Engine:
         self._lease_ends = 0.0  # monotonic, as this process last set it
         self._lease_held = False
         self._maybe_more = False
+        #: Whether the poller said the tables are missing (once, until they exist).
+        self._not_migrated_reported = False
         for group in self._groups:
             group.claimed.clear()
             group.busy = 0
@@ -360,15 +363,12 @@ class Engine:
                     next_poll = now + interval
                     self._claim_due(generation, probe=not woken)
             except Exception:
-                logger.exception(
-                    "Task backend %r: polling %r failed; retrying in %s s",
-                    self.alias,
-                    self.database,
-                    interval,
-                )
+                self._report_poll_failure(interval)
                 # A broken connection is replaced on the next query.
                 close_thread_connections()
                 next_poll = time.monotonic() + interval
+            else:
+                self._not_migrated_reported = False
             due = min(next_poll, next_recovery)
             if self._busy():
                 due = min(due, self._renew_at)
@@ -448,6 +448,30 @@ class Engine:
                     self._work.notify_all()
             if not handed:
                 self._unclaim(row)  # stopped while claiming: no worker will take it
+
+    def _report_poll_failure(self, interval: float) -> None:
+        """Log a failed poll: once, in one line, while the tables are missing."""
+        try:
+            missing = missing_tables(self.database)
+        except Exception:
+            missing = []
+        if not missing:
+            logger.exception(
+                "Task backend %r: polling %r failed; retrying in %s s",
+                self.alias,
+                self.database,
+                interval,
+            )
+        elif not self._not_migrated_reported:
+            self._not_migrated_reported = True
+            logger.error(
+                "%s: no task runs here until manage.py migrate --database %s "
+                "creates them; polling on, every %s s (%s).",
+                not_migrated_message(self.alias, self.database, missing),
+                self.database,
+                interval,
+                W_DURABLE_NOT_MIGRATED,
+            )
 
     def _claim_one(self, rows: Any) -> DBTaskResult[Any, Any] | None:
         from django_tasks_db.utils import (
