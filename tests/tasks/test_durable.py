@@ -9,6 +9,7 @@ fork, exit, db_worker) are in tests/test_durable_processes.py.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -244,6 +245,64 @@ def test_task_lost_max_attempts_times_is_marked_failed(alias, durable):
     )
     assert "MAX_ATTEMPTS=2" in error.traceback
     assert not Record.objects.using(alias).filter(name="never").exists()
+
+
+def transactions_open_longer_than(alias: str, seconds: float) -> int:
+    """Sessions on this test database with a transaction open for ``seconds``."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid() AND xact_start "
+                "< clock_timestamp() - make_interval(secs => %s)",
+                [seconds],
+            )
+        else:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.innodb_trx AS t JOIN "
+                "information_schema.processlist AS p ON p.id = t.trx_mysql_thread_id "
+                "WHERE p.db = DATABASE() AND p.id <> CONNECTION_ID() AND "
+                "t.trx_started < NOW() - INTERVAL %s SECOND",
+                [seconds],
+            )
+        return int(cursor.fetchone()[0])
+
+
+def test_claims_and_heartbeats_leave_no_transaction_open(server_alias, durable):
+    """The poller's claims, leases and recovery commit at once, busy or idle."""
+    alias = server_alias
+    # The probe sees a transaction left open (on a thread of its own).
+    opened = threading.Event()
+    release = threading.Event()
+
+    def hold_a_transaction() -> None:
+        with transaction.atomic(using=alias):
+            Record.objects.using(alias).create(name="held", value=1)
+            opened.set()
+            release.wait(10)
+        connections[alias].close()
+
+    holder = threading.Thread(target=hold_a_transaction)
+    holder.start()
+    try:
+        assert opened.wait(10)
+        time.sleep(2.5)  # MariaDB's trx_started has whole seconds
+        assert transactions_open_longer_than(alias, 1) == 1
+    finally:
+        release.set()
+        holder.join()
+    durable(alias, WORKERS=2, LEASE=3, POLL_INTERVAL=0.05)
+    with transaction.atomic(using=alias):
+        results = [tm.add.enqueue(n, n) for n in range(40)]
+    seen = []
+    deadline = time.monotonic() + 3  # busy, then idle: 60 polls, a lease renewal
+    while time.monotonic() < deadline:
+        seen.append(transactions_open_longer_than(alias, 1))
+        time.sleep(0.1)
+    for result in results:
+        assert finished(result).status == tm.TaskResultStatus.SUCCESSFUL
+    assert set(seen) == {0}, seen
 
 
 def test_queue_with_zero_workers_runs_nothing_here(durable):
