@@ -146,10 +146,17 @@ def test_submit_after_shutdown_raises():
 
 
 def test_shutdown_cancel_futures_cancels_queued_work():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(5)
+
     executor = ThreadPoolExecutor(max_workers=1)
-    running = executor.submit(release.wait, 5)
+    running = executor.submit(hold)
     queued = [executor.submit(lambda: None) for _ in range(3)]
+    # Running, not queued: shutdown() would cancel it too, as the stdlib's would.
+    assert started.wait(5)
     executor.shutdown(wait=False, cancel_futures=True)
     release.set()
     assert running.result() is True
