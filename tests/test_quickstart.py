@@ -117,8 +117,16 @@ def test_the_quick_start_runs_in_a_new_project(tmp_path):
     manage(project, "migrate")
 
     port = free_port()
+    # As typed in a terminal, where Ctrl+C raises KeyboardInterrupt: a run
+    # started in the background of a shell inherits SIGINT ignored.
+    runserver = (
+        "import runpy, signal, sys; "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"sys.argv = ['manage.py', 'runserver', '--noreload', '127.0.0.1:{port}']; "
+        "runpy.run_path('manage.py', run_name='__main__')"
+    )
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        [sys.executable, "-c", runserver],
         cwd=project,
         env=environment(),
         stdout=subprocess.PIPE,
