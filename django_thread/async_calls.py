@@ -37,14 +37,10 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _pool: ThreadPoolExecutor | None = None
+#: Every call takes it, so a parent thread may hold it at a fork.
 _pool_lock = threading.Lock()
 
-
-@registry.reset_in_forked_child
-def _new_pool_lock() -> None:
-    """In a forked child: every call takes the lock, so a parent thread may hold it."""
-    global _pool_lock
-    _pool_lock = threading.Lock()
+registry.new_lock_in_forked_child(globals(), "_pool_lock")
 
 
 def shared_pool() -> ThreadPoolExecutor:

@@ -24,7 +24,7 @@ reach each of them, wherever it was created:
   pools stay usable.
 
 **The rule for code that runs in a forked child** (``_fork_child``, every
-``_after_fork_in_child``, every module's :func:`reset_in_forked_child`
+``_after_fork_in_child``, every module's :func:`new_lock_in_forked_child`
 hook, :mod:`django_thread.forking`): it never
 acquires a lock that another thread may have held at the fork. That thread
 does not exist in the child, so such a lock is never released there, and
@@ -123,16 +123,19 @@ def manage(*, stopped: Iterable[str], drained: Iterable[str]) -> None:
 _module_resets: list[Callable[[], None]] = []
 
 
-def reset_in_forked_child(reset: Callable[[], None]) -> Callable[[], None]:
-    """Have ``reset`` run in every forked child, before the pools' own hooks.
+def new_lock_in_forked_child(namespace: dict[str, Any], name: str) -> None:
+    """Have ``namespace[name]``, a module's lock, be a new Lock in every forked child.
 
-    For a module's own locks, which a parent thread may hold at the fork
-    whether or not any of the module's objects exist: the module calls it
-    once, at import, with a function that replaces them (see the rule
-    above). Returns ``reset``, so that it serves as a decorator.
+    A module-level lock may be held by a parent thread at the fork whether or
+    not any of the module's objects exist, so it is replaced before the
+    pools' own hooks run (see the rule above). A module calls this once, at
+    import, with its ``globals()``; its functions read the name at each use.
     """
+
+    def reset() -> None:
+        namespace[name] = threading.Lock()
+
     _module_resets.append(reset)
-    return reset
 
 
 def register(owner: Any) -> None:

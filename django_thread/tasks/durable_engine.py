@@ -705,12 +705,7 @@ class Engine:
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
-
-@registry.reset_in_forked_child
-def _new_engines_lock() -> None:
-    """In a forked child: a parent thread may have held the lock at the fork."""
-    global _engines_lock
-    _engines_lock = threading.Lock()
+registry.new_lock_in_forked_child(globals(), "_engines_lock")
 
 
 def engine_for(

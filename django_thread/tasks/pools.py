@@ -147,12 +147,7 @@ class Pool:
 _pools: dict[str, Pool] = {}
 _pools_lock = threading.Lock()
 
-
-@registry.reset_in_forked_child
-def _new_pools_lock() -> None:
-    """In a forked child: a parent thread may have held the lock at the fork."""
-    global _pools_lock
-    _pools_lock = threading.Lock()
+registry.new_lock_in_forked_child(globals(), "_pools_lock")
 
 
 def pool_for(alias: str, options: Any, queues: Iterable[str], sender: Any) -> Pool:
